@@ -1,0 +1,264 @@
+//! The `Deployer` custom resource: its spec (what the user asks for), its status (the rollout's
+//! persisted memory), and the admission rules the API server enforces through the generated CRD.
+//!
+//! Everything the operator remembers between reconciles lives in [`DeployerStatus`]; see
+//! `docs/design.md` for how the status maps to the rollout state machine in [`crate::rollout`].
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of the `Deployer` resource.
+pub const GROUP: &str = "deploy.example.com";
+/// Default for `spec.progressDeadlineSeconds`.
+pub const DEFAULT_PROGRESS_DEADLINE_SECONDS: i64 = 600;
+/// Upper bound on the number of steps; keeps the CEL cost of the step rules bounded.
+pub const MAX_STEPS: usize = 100;
+
+/// A canary rollout of one application: one Deployment per version, with replicas moved from the
+/// stable version to the new one in percentage steps.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "deploy.example.com",
+    version = "v1alpha1",
+    kind = "Deployer",
+    plural = "deployers",
+    singular = "deployer",
+    shortname = "dpl",
+    category = "all",
+    namespaced,
+    status = "DeployerStatus",
+    derive = "PartialEq",
+    doc = "A Deployer rolls an application out version by version as a canary, moving replicas from the stable Deployment to the new one in percentage steps.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Step", type_ = "string", json_path = ".status.step"),
+    printcolumn(name = "Weight", type_ = "integer", json_path = ".status.weight", description = "Percent of replicas on the canary"),
+    printcolumn(name = "Stable", type_ = "string", json_path = ".status.stableVersion"),
+    printcolumn(name = "Canary", type_ = "string", json_path = ".status.canaryVersion"),
+    printcolumn(name = "Stable-Replicas", type_ = "integer", json_path = ".status.stableReplicas", priority = 1),
+    printcolumn(name = "Canary-Replicas", type_ = "integer", json_path = ".status.canaryReplicas", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("size(self.metadata.name) <= 63")
+        .message("metadata.name must be at most 63 characters: the operator writes it into a label value")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployerSpec {
+    /// Rollout strategy. Only `canary` exists; it is the default.
+    #[serde(default, rename = "type")]
+    pub strategy: Strategy,
+
+    /// The application: which image, which version, how many replicas.
+    pub deployment: DeploymentSpec,
+
+    /// The canary steps, in order. Percentages must strictly increase; if the last one is below
+    /// 100, a final 100% step is implied.
+    #[schemars(length(min = 1, max = 100))]
+    #[x_kube(
+        validation = Rule::new("self.map(s, s.percent).isSorted() && self.all(s, self.filter(t, t.percent == s.percent).size() == 1)")
+            .message("steps: percent must strictly increase from one step to the next")
+    )]
+    pub steps: Vec<Step>,
+
+    /// Seconds a step may take for the canary's pods to become available before the rollout is
+    /// aborted and rolled back. Time spent in a step's sleep does not count.
+    #[serde(default = "default_progress_deadline")]
+    #[schemars(range(min = 1))]
+    pub progress_deadline_seconds: i64,
+}
+
+fn default_progress_deadline() -> i64 {
+    DEFAULT_PROGRESS_DEADLINE_SECONDS
+}
+
+/// The rollout strategy.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Move replicas to the new version in percentage steps.
+    #[default]
+    Canary,
+}
+
+/// The application a Deployer rolls out (the seed's `spec.deployment` block).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("size(self.name) + 1 + size(self.version) <= 253")
+    .message("deployment.name + '-' + deployment.version must be at most 253 characters (a Deployment name)"))]
+pub struct DeploymentSpec {
+    /// Base name: each version's Deployment is `<name>-<version>`; also the container name.
+    /// Immutable.
+    #[x_kube(
+        validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')")
+            .message("deployment.name must be a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit"),
+        validation = Rule::new("self == oldSelf").message("deployment.name is immutable")
+    )]
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+
+    /// Namespace of the Deployments. Optional; if set it must equal the Deployer's own namespace
+    /// (owner references cannot cross namespaces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+
+    /// Container image without a tag; the operator runs `<image>:<version>`.
+    #[x_kube(
+        validation = Rule::new("!self.contains('@') && !self.matches(':[^/]*$')")
+            .message("deployment.image must not carry a tag or digest: the tag comes from deployment.version")
+    )]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+
+    /// Version to run: the image tag, and part of the Deployment name. Must be a string
+    /// (quote it in YAML: `version: "1.10"`).
+    #[x_kube(
+        validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')")
+            .message("deployment.version must be lowercase letters, digits, '-' and '.', starting and ending with a letter or digit (it becomes part of a Deployment name)")
+    )]
+    #[schemars(length(min = 1, max = 63))]
+    pub version: String,
+
+    /// Labels for the pods of every version; a Service selecting them spreads traffic over the
+    /// versions by replica count. Immutable (they are part of each Deployment's selector).
+    #[serde(default)]
+    #[x_kube(
+        validation = Rule::new("self == oldSelf").message("deployment.labels are immutable: they are part of each Deployment's selector"),
+        validation = Rule::new("self.all(k, !k.startsWith('deploy.example.com/'))")
+            .message("deployment.labels must not use the reserved prefix deploy.example.com/"),
+        validation = Rule::new("self.all(k, self[k].matches('^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$') && size(self[k]) <= 63)")
+            .message("deployment.labels values must be valid label values: at most 63 characters of letters, digits, '-', '_' and '.'")
+    )]
+    #[schemars(extend("maxProperties" = 64))]
+    pub labels: BTreeMap<String, String>,
+
+    /// Total replicas the application should run (stable + canary).
+    #[schemars(range(min = 0, max = 100000))]
+    pub replicas: i32,
+}
+
+/// One canary step.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    /// Percent of the replicas the new version runs at this step (1..=100).
+    #[schemars(range(min = 1, max = 100))]
+    pub percent: i32,
+    /// Seconds to hold this step once its replicas are available.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 31536000))]
+    pub sleep: i64,
+}
+
+/// Phases of a rollout, as persisted in `status.phase`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// A new version was asked for: the stable is held at full size and the canary created at 0.
+    Init,
+    /// The current step's replicas are being moved (new version up first, then the old down).
+    Scaling,
+    /// The current step's replicas are in place; holding until `status.waitUntil`.
+    Waiting,
+    /// The new version is at 100%: the old versions are being deleted.
+    Finalizing,
+    /// One version runs at full size; nothing to do.
+    Done,
+    /// The rollout was rolled back to the stable version.
+    Aborted,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The Deployer's status: the rollout's only memory. Written by the operator alone.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployerStatus {
+    /// The `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Where the rollout is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The current step as `N/M` (for display).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// The current step, 1-based, of the rollout's plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step: Option<i32>,
+    /// Percent of the replicas the canary runs at the current step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i32>,
+    /// The version serving before the rollout; the one an abort returns to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_version: Option<String>,
+    /// The version being rolled out (kept after an abort: the version that failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_version: Option<String>,
+    /// Replicas the current phase asks of the stable version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_replicas: Option<i32>,
+    /// Replicas the current phase asks of the canary version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_replicas: Option<i32>,
+    /// The steps this rollout runs, as `percent%/sleeps` items; a change of `spec.steps` restarts
+    /// the rollout from step 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    /// When the current step's scaling started (its progress deadline counts from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<DateTime<Utc>>,
+    /// When the current step's wait ends (an absolute time: survives restarts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_until: Option<DateTime<Utc>>,
+    /// The seed's progress block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    /// Standard conditions: `Ready` and `Progressing`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// The seed operator's human-readable progress block (same texts).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    /// `no. <step>`.
+    pub step: String,
+    /// `<percent>% has been deployed`.
+    pub percentage: String,
+    /// `<seconds>s till next step`: the time left in the current wait.
+    pub wait: String,
+}
+
+/// A condition in the Kubernetes convention (same fields as `metav1.Condition`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// `Ready` or `Progressing`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human-readable detail.
+    pub message: String,
+    /// When `status` last changed.
+    pub last_transition_time: DateTime<Utc>,
+    /// The generation the condition was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+impl DeployerStatus {
+    /// The condition of the given type, if set.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+}

@@ -1,0 +1,1 @@
+//! The controller: the imperative shell around [`crate::rollout`].

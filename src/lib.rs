@@ -1,0 +1,41 @@
+//! deployer-operator: restart-safe canary rollouts for Kubernetes through a `Deployer` resource.
+//!
+//! - [`api`]: the custom resource (spec, status, admission rules);
+//! - [`replicas`]: the replica arithmetic of a step;
+//! - [`rollout`]: the pure state machine that decides every action;
+//! - [`resources`]: pure builders of the Deployments the operator owns;
+//! - [`controller`]: the thin shell that observes, calls the core, acts and persists.
+
+pub mod api;
+pub mod controller;
+pub mod replicas;
+pub mod resources;
+pub mod rollout;
+
+#[cfg(test)]
+pub mod fixtures;
+
+/// Everything that can fail in the operator, with the object and the stage it failed at.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the Kubernetes API failed.
+    #[error("{action} {object}: {source}")]
+    Kube {
+        /// What was being done (e.g. "create Deployment").
+        action: &'static str,
+        /// `namespace/name` of the object.
+        object: String,
+        /// The client's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// A Deployment the operator must create exists and is not owned by the Deployer.
+    #[error("Deployment {0} exists and is not owned by this Deployer; rename or delete it")]
+    NameConflict(String),
+    /// The Deployer lacks what an object read from the API server always has.
+    #[error("Deployer {0} has no name, namespace or uid")]
+    MissingMetadata(String),
+}
+
+/// Result with the operator's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,166 @@
+//! Pure builders for the objects the operator owns: names, labels, the Deployment of one version,
+//! and the reading of an owned Deployment back into what the rollout core observes.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, DeploymentSpec as K8sDeploymentSpec},
+        core::v1::{Container, ContainerPort, PodSpec, PodTemplateSpec},
+    },
+    apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference},
+};
+use kube::{Resource, ResourceExt};
+
+use crate::{
+    api::{Deployer, DeploymentSpec},
+    rollout::Observed,
+};
+
+/// Label naming the Deployer that owns a Deployment (and its pods).
+pub const DEPLOYER_LABEL: &str = "deploy.example.com/deployer";
+/// Label naming the version a Deployment (and its pods) runs.
+pub const VERSION_LABEL: &str = "deploy.example.com/version";
+/// Field manager of every write the operator makes.
+pub const MANAGER: &str = "deployer-operator";
+
+/// Name of the Deployment that runs `version`: `<deployment.name>-<version>`.
+pub fn deployment_name(spec: &DeploymentSpec, version: &str) -> String {
+    format!("{}-{}", spec.name, version)
+}
+
+/// Pod labels of one version: the user's labels plus the deployer and version labels. The
+/// Deployment's selector uses all of them, so two versions never share a pod.
+pub fn pod_labels(deployer: &str, spec: &DeploymentSpec, version: &str) -> BTreeMap<String, String> {
+    let mut labels = spec.labels.clone();
+    labels.insert(DEPLOYER_LABEL.into(), deployer.into());
+    labels.insert(VERSION_LABEL.into(), version.into());
+    labels
+}
+
+/// The container image of one version: `<image>:<version>`.
+pub fn image(spec: &DeploymentSpec, version: &str) -> String {
+    format!("{}:{}", spec.image, version)
+}
+
+/// The Deployment that runs `version` of `deployer` at `replicas`, owned by the Deployer
+/// (controller reference, so deleting the Deployer garbage-collects it).
+///
+/// Returns `None` only if the Deployer has no name or uid (never the case for an object read
+/// from the API server).
+pub fn deployment(deployer: &Deployer, version: &str, replicas: i32) -> Option<Deployment> {
+    let owner: OwnerReference = deployer.controller_owner_ref(&())?;
+    let spec = &deployer.spec.deployment;
+    let labels = pod_labels(&deployer.name_any(), spec, version);
+    Some(Deployment {
+        metadata: ObjectMeta {
+            name: Some(deployment_name(spec, version)),
+            namespace: deployer.namespace(),
+            labels: Some(labels.clone()),
+            owner_references: Some(vec![owner]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(K8sDeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector { match_labels: Some(labels.clone()), ..LabelSelector::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
+                spec: Some(PodSpec {
+                    containers: vec![Container {
+                        name: spec.name.clone(),
+                        image: Some(image(spec, version)),
+                        ports: Some(vec![ContainerPort {
+                            name: Some("http".into()),
+                            container_port: 80,
+                            protocol: Some("TCP".into()),
+                            ..ContainerPort::default()
+                        }]),
+                        ..Container::default()
+                    }],
+                    ..PodSpec::default()
+                }),
+            },
+            ..K8sDeploymentSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// Whether `d` belongs to `deployer`: it carries the deployer label with its name AND a
+/// controller owner reference to its uid. Labels alone never make a Deployment ours.
+pub fn is_owned_by(d: &Deployment, deployer: &Deployer) -> bool {
+    let Some(uid) = deployer.uid() else { return false };
+    let labelled = d.labels().get(DEPLOYER_LABEL).map(String::as_str) == Some(deployer.name_any().as_str());
+    let controlled = d.owner_references().iter().any(|o| o.uid == uid && o.controller == Some(true));
+    labelled && controlled
+}
+
+/// What the rollout core needs to know of an owned Deployment. `None` if it has no version
+/// label (then it is not one the operator made, whatever its owner).
+pub fn observe(d: &Deployment) -> Option<Observed> {
+    let version = d.labels().get(VERSION_LABEL)?.clone();
+    let spec = d.spec.as_ref();
+    let status = d.status.as_ref();
+    let generation = d.metadata.generation.unwrap_or(0);
+    let observed_generation = status.and_then(|s| s.observed_generation).unwrap_or(0);
+    Some(Observed {
+        version,
+        replicas: spec.and_then(|s| s.replicas).unwrap_or(1),
+        available: status.and_then(|s| s.available_replicas).unwrap_or(0),
+        synced: observed_generation >= generation,
+        image: spec
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.containers.first())
+            .and_then(|c| c.image.clone()),
+        deleting: d.metadata.deletion_timestamp.is_some(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::seed_deployer;
+
+    #[test]
+    fn deployment_carries_the_version_in_name_image_labels_and_selector() {
+        let dpl = seed_deployer();
+        let d = deployment(&dpl, "1.7.8", 3).expect("fixture has name and uid");
+        assert_eq!(d.metadata.name.as_deref(), Some("nginx-1.7.8"));
+        assert_eq!(d.metadata.namespace.as_deref(), Some("default"));
+        let spec = d.spec.as_ref().expect("spec");
+        assert_eq!(spec.replicas, Some(3));
+        let selector = spec.selector.match_labels.as_ref().expect("selector");
+        assert_eq!(selector.get("app").map(String::as_str), Some("nginx"));
+        assert_eq!(selector.get("operator").map(String::as_str), Some("deployer"));
+        assert_eq!(selector.get(DEPLOYER_LABEL).map(String::as_str), Some("nginx"));
+        assert_eq!(selector.get(VERSION_LABEL).map(String::as_str), Some("1.7.8"));
+        let pod = spec.template.spec.as_ref().expect("pod spec");
+        assert_eq!(pod.containers[0].name, "nginx");
+        assert_eq!(pod.containers[0].image.as_deref(), Some("nginx:1.7.8"));
+        let port = &pod.containers[0].ports.as_ref().expect("ports")[0];
+        assert_eq!((port.name.as_deref(), port.container_port), (Some("http"), 80));
+        let owner = &d.metadata.owner_references.as_ref().expect("owner")[0];
+        assert_eq!((owner.kind.as_str(), owner.controller), ("Deployer", Some(true)));
+    }
+
+    #[test]
+    fn versions_that_share_a_prefix_get_distinct_names_and_selectors() {
+        let dpl = seed_deployer();
+        let a = deployment(&dpl, "1.7.8", 1).expect("a");
+        let b = deployment(&dpl, "1.7.80", 1).expect("b");
+        assert_ne!(a.metadata.name, b.metadata.name);
+        assert_ne!(a.spec.map(|s| s.selector), b.spec.map(|s| s.selector));
+    }
+
+    #[test]
+    fn a_deployment_that_only_shares_the_labels_is_not_owned() {
+        let dpl = seed_deployer();
+        let mut d = deployment(&dpl, "1.7.7", 1).expect("d");
+        assert!(is_owned_by(&d, &dpl));
+        d.metadata.owner_references = None;
+        assert!(!is_owned_by(&d, &dpl), "labels alone must not make a Deployment ours");
+        let mut other = deployment(&dpl, "1.7.7", 1).expect("d");
+        other.metadata.labels.as_mut().expect("labels").insert(DEPLOYER_LABEL.into(), "someone-else".into());
+        assert!(!is_owned_by(&other, &dpl));
+    }
+}

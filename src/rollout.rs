@@ -1,0 +1,700 @@
+//! The rollout state machine: the functional core of the operator.
+//!
+//! [`decide`] takes what the operator knows — the Deployer's spec, its persisted status, what it
+//! observes of the Deployments it owns, and the time — and returns what to do: which Deployments
+//! to create or resize, which to delete, the next status, the Events to emit and when to look
+//! again. It has no client, no clock and no I/O, so every behaviour is a table test away.
+//!
+//! The state persisted in the status is the only memory. One call advances the machine as far as
+//! the observations allow and stops where it must wait for the world (pods becoming available,
+//! a sleep running out). Calling it again with the same inputs gives the same decision, which
+//! makes every reconcile idempotent and a restart at any instant harmless.
+//!
+//! ```text
+//!  new version ─► Init ─► Scaling{1} ─► Waiting{1, until} ─► Scaling{2} ─► … ─► Finalizing ─► Done
+//!                            │                                    │
+//!                            └── progress deadline exceeded ──────┴──► Aborted (stable back at R)
+//! ```
+//!
+//! Every move of replicas goes through [`transition`]: Deployments that grow are resized first,
+//! and those that shrink (or go away) only once the growing ones are available — so the operator
+//! never takes availability below the requested replicas by its own hand.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::{
+    api::{Condition, DeployerSpec, DeployerStatus, Phase, Progress, Step},
+    replicas::split,
+};
+
+/// What the operator observes of one Deployment it owns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    /// The version it runs (its version label).
+    pub version: String,
+    /// Its `spec.replicas`.
+    pub replicas: i32,
+    /// Its `status.availableReplicas`.
+    pub available: i32,
+    /// Whether its status describes its current spec (`observedGeneration >= generation`).
+    pub synced: bool,
+    /// The image of its first container.
+    pub image: Option<String>,
+    /// Whether it is being deleted.
+    pub deleting: bool,
+}
+
+/// Everything [`decide`] looks at.
+#[derive(Clone, Debug)]
+pub struct Input<'a> {
+    /// The Deployer's name (for messages).
+    pub name: &'a str,
+    /// The Deployer's namespace.
+    pub namespace: &'a str,
+    /// The Deployer's `metadata.generation`.
+    pub generation: i64,
+    /// The Deployer's spec.
+    pub spec: &'a DeployerSpec,
+    /// The Deployer's status as last persisted.
+    pub status: Option<&'a DeployerStatus>,
+    /// The Deployments the Deployer owns.
+    pub observed: &'a [Observed],
+    /// The time of this decision.
+    pub now: DateTime<Utc>,
+    /// Tunables that are not part of the API.
+    pub settings: &'a Settings,
+}
+
+/// Tunables of the core.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// How often the remaining-time text of a running wait is refreshed in the status (`None`:
+    /// written once when the wait starts).
+    pub wait_refresh: Option<Duration>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { wait_refresh: Some(Duration::from_secs(10)) }
+    }
+}
+
+/// A Deployment the operator wants to exist at a given size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scale {
+    /// The version (the Deployment is `<name>-<version>`).
+    pub version: String,
+    /// Its `spec.replicas`.
+    pub replicas: i32,
+    /// Whether it must be created (it was not observed).
+    pub create: bool,
+}
+
+/// Severity of an Event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// Progress as planned.
+    Normal,
+    /// Something needs a person's attention.
+    Warning,
+}
+
+/// An Event to publish about the Deployer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    /// Normal or Warning.
+    pub severity: Severity,
+    /// CamelCase reason.
+    pub reason: &'static str,
+    /// Human-readable message.
+    pub message: String,
+}
+
+/// What [`decide`] asks the controller to do, in this order: apply `apply`, delete `delete`,
+/// persist `status` (if it changed), publish `notes`, look again after `requeue`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// Deployments to create or resize (to the spec's template).
+    pub apply: Vec<Scale>,
+    /// Versions whose Deployments to delete.
+    pub delete: Vec<String>,
+    /// The status to persist.
+    pub status: DeployerStatus,
+    /// Events to publish.
+    pub notes: Vec<Note>,
+    /// When to reconcile again even if nothing changes (`None`: on the next change only).
+    pub requeue: Option<Duration>,
+}
+
+/// Where a rollout is. Each variant carries exactly the data it needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    /// Hold the stable at full size, create the canary at 0.
+    Init,
+    /// Move replicas for step `step` (0-based); the progress deadline counts from `since`.
+    Scaling { step: usize, since: DateTime<Utc> },
+    /// Step `step` is in place; hold it until `until`.
+    Waiting { step: usize, until: DateTime<Utc> },
+    /// Make the stable the only version, at full size.
+    Finalizing,
+    /// One version at full size.
+    Done,
+    /// Rolled back to the stable during step `step`.
+    Aborted { step: usize },
+}
+
+/// The rollout's memory, as recalled from the status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Memory {
+    /// The version that served before this rollout; `None` until the first deploy completes.
+    stable: Option<String>,
+    /// The version being rolled out.
+    canary: Option<String>,
+    /// Fingerprint of the steps the rollout runs.
+    plan: String,
+    state: State,
+}
+
+/// Computes the next action of a Deployer's rollout. Pure; see the module documentation.
+pub fn decide(input: &Input) -> Decision {
+    if let Err(message) = validate(input) {
+        return invalid(input, message);
+    }
+    let spec = &input.spec.deployment;
+    let target = spec.version.as_str();
+    let steps = normalized_steps(&input.spec.steps);
+    let mut notes = Vec::new();
+    let mut mem = recall(input.status, input.now).unwrap_or_else(|| adopt(input.observed, target));
+
+    // 1. Which rollout should be running, given the spec?
+    // A first deploy that is superseded once it runs in full is the stable from now on.
+    let full = |o: &Observed| o.synced && o.replicas == spec.replicas && o.available >= spec.replicas;
+    if mem.stable.is_none()
+        && let Some(old) = mem.canary.clone().filter(|old| old != target)
+        && input.observed.iter().any(|o| o.version == old && !o.deleting && full(o))
+    {
+        mem = Memory { stable: Some(old), canary: None, plan: mem.plan, state: State::Done };
+    }
+    match mem.stable.clone() {
+        None => {
+            if mem.canary.as_deref() != Some(target) {
+                if let Some(old) = &mem.canary {
+                    notes.push(normal("Superseded", format!("first deploy of {old} superseded by {target}")));
+                }
+                notes.push(normal(
+                    "Deploying",
+                    format!("first deploy: {target} with {} replicas", spec.replicas),
+                ));
+                mem = Memory {
+                    stable: None,
+                    canary: Some(target.to_string()),
+                    plan: fingerprint(&FIRST_DEPLOY),
+                    state: State::Scaling { step: 0, since: input.now },
+                };
+            }
+        }
+        Some(stable) if stable == target => {
+            if let Some(canary) = mem.canary.take() {
+                if !matches!(mem.state, State::Aborted { .. }) {
+                    notes.push(normal(
+                        "RolledBack",
+                        format!("version set back to the stable {stable}: removing canary {canary}"),
+                    ));
+                }
+                mem.state = State::Finalizing;
+            }
+        }
+        Some(stable) => {
+            if mem.canary.as_deref() == Some(target) {
+                let in_flight =
+                    matches!(mem.state, State::Init | State::Scaling { .. } | State::Waiting { .. });
+                if in_flight && mem.plan != fingerprint(&steps) {
+                    notes.push(normal("StepsChanged", "spec.steps changed: restarting from step 1".into()));
+                    mem.plan = fingerprint(&steps);
+                    mem.state = State::Scaling { step: 0, since: input.now };
+                }
+            } else {
+                if let Some(old) = &mem.canary
+                    && !matches!(mem.state, State::Aborted { .. })
+                {
+                    notes.push(normal("Superseded", format!("canary {old} abandoned for {target}")));
+                }
+                notes.push(normal(
+                    "RolloutStarted",
+                    format!("rolling out {target} over {stable} in {} steps", steps.len()),
+                ));
+                mem.canary = Some(target.to_string());
+                mem.plan = fingerprint(&steps);
+                mem.state = State::Init;
+            }
+        }
+    }
+    // A first deploy runs one 100% step; it keeps that plan (for display) until the next rollout.
+    let first = mem.stable.is_none() || mem.plan == fingerprint(&FIRST_DEPLOY);
+    let plan: &[Step] = if first { &FIRST_DEPLOY } else { &steps };
+
+    // 2. Advance the state machine as far as the observations allow. A state that is complete
+    // hands over to the next; if completing it took moves (a shrink, a delete), those are made
+    // and the new state is persisted, and the next reconcile carries on from there. A state left
+    // for another reason (a wait ran out, a deadline passed) drops its own moves.
+    let replicas = spec.replicas;
+    let deadline = TimeDelta::seconds(input.spec.progress_deadline_seconds);
+    let image = |version: &str| crate::resources::image(spec, version);
+    let mut moves;
+    // Each pass moves strictly forward through the plan; the bound is a belt for the braces.
+    let mut passes = 3 * plan.len() + 8;
+    loop {
+        let goal = targets(&mem, plan, replicas);
+        // Availability is protected once there is a stable version; a first deploy that never
+        // ran in full promised none, so what it superseded goes at once.
+        let floor = if mem.stable.is_some() { replicas } else { 0 };
+        moves = transition(&goal, input.observed, floor, &image);
+        let canary_ready = || {
+            let canary = mem.canary.as_deref().unwrap_or_default();
+            let want = goal.iter().find(|(v, _)| v == canary).map_or(0, |(_, r)| *r);
+            input.observed.iter().any(|o| {
+                o.version == canary && !o.deleting && o.synced && o.replicas == want && o.available >= want
+            })
+        };
+        let (next, completed) = match &mem.state {
+            State::Init => (moves.reached && canary_ready(), true),
+            State::Scaling { .. } if moves.reached && canary_ready() => (true, true),
+            State::Scaling { since, .. } => (mem.stable.is_some() && input.now >= *since + deadline, false),
+            State::Waiting { until, .. } => (input.now >= *until, false),
+            State::Finalizing => (moves.reached, true),
+            State::Done | State::Aborted { .. } => (false, false),
+        };
+        if !next {
+            break;
+        }
+        let next = match &mem.state {
+            State::Init => State::Scaling { step: 0, since: input.now },
+            State::Scaling { step, .. } if completed => {
+                State::Waiting { step: *step, until: input.now + secs(plan[*step].sleep) }
+            }
+            State::Scaling { step, .. } => State::Aborted { step: *step },
+            State::Waiting { step, .. } if step + 1 < plan.len() => {
+                State::Scaling { step: step + 1, since: input.now }
+            }
+            State::Waiting { .. } => State::Finalizing,
+            State::Finalizing | State::Done | State::Aborted { .. } => State::Done,
+        };
+        // A first deploy is announced when it starts and when it is done, not step by step.
+        if mem.stable.is_some() || next == State::Done {
+            notes.push(announce(&mem, &next, plan, replicas, input.spec.progress_deadline_seconds));
+        }
+        if next == State::Finalizing
+            && let Some(canary) = mem.canary.take()
+        {
+            mem.stable = Some(canary);
+        }
+        mem.state = next;
+        passes -= 1;
+        if (completed && !moves.is_empty()) || passes == 0 {
+            break;
+        }
+    }
+
+    let status = status_of(input, &mem, plan, replicas);
+    let requeue = requeue_of(input, &mem.state, deadline);
+    Decision { apply: moves.apply, delete: moves.delete, status, notes, requeue }
+}
+
+/// The implied final step of a rollout, and the single step of a first deploy.
+const FIRST_DEPLOY: [Step; 1] = [Step { percent: 100, sleep: 0 }];
+
+/// The spec's steps with a final 100% step appended when the last one is below 100.
+pub fn normalized_steps(steps: &[Step]) -> Vec<Step> {
+    let mut out = steps.to_vec();
+    if out.last().is_none_or(|s| s.percent < 100) {
+        out.push(Step { percent: 100, sleep: 0 });
+    }
+    out
+}
+
+/// A readable fingerprint of a plan, persisted so that a change of `spec.steps` is noticed.
+fn fingerprint(steps: &[Step]) -> String {
+    steps.iter().map(|s| format!("{}%/{}s", s.percent, s.sleep)).collect::<Vec<_>>().join(",")
+}
+
+fn secs(s: i64) -> TimeDelta {
+    TimeDelta::seconds(s.max(0))
+}
+
+/// Checks what the API server's schema cannot (and, defensively, what it should have).
+fn validate(input: &Input) -> Result<(), String> {
+    let spec = input.spec;
+    let d = &spec.deployment;
+    if let Some(ns) = &d.namespace
+        && ns != input.namespace
+    {
+        {
+            return Err(format!(
+                "spec.deployment.namespace {ns:?} must equal the Deployer's namespace {:?}: owner references cannot cross namespaces",
+                input.namespace
+            ));
+        }
+    }
+    if spec.steps.is_empty() {
+        return Err("spec.steps must list at least one step".into());
+    }
+    let mut last = 0;
+    for (i, s) in spec.steps.iter().enumerate() {
+        if !(1..=100).contains(&s.percent) {
+            return Err(format!("spec.steps[{i}].percent must be within 1..100, not {}", s.percent));
+        }
+        if s.percent <= last {
+            return Err(format!("spec.steps[{i}].percent must be greater than the step before it"));
+        }
+        if s.sleep < 0 {
+            return Err(format!("spec.steps[{i}].sleep must not be negative"));
+        }
+        last = s.percent;
+    }
+    if d.replicas < 0 {
+        return Err("spec.deployment.replicas must not be negative".into());
+    }
+    if spec.progress_deadline_seconds < 1 {
+        return Err("spec.progressDeadlineSeconds must be at least 1".into());
+    }
+    Ok(())
+}
+
+/// The decision for a spec the operator cannot act on: nothing moves; the conditions say why.
+fn invalid(input: &Input, message: String) -> Decision {
+    let mut status = input.status.cloned().unwrap_or_default();
+    let already =
+        status.condition("Ready").is_some_and(|c| c.reason == "InvalidSpec" && c.message == message);
+    set_condition(&mut status.conditions, input, "Ready", false, "InvalidSpec", &message);
+    set_condition(&mut status.conditions, input, "Progressing", false, "InvalidSpec", &message);
+    status.observed_generation = Some(input.generation);
+    let notes = if already {
+        Vec::new()
+    } else {
+        vec![Note { severity: Severity::Warning, reason: "InvalidSpec", message }]
+    };
+    Decision { apply: Vec::new(), delete: Vec::new(), status, notes, requeue: None }
+}
+
+/// The memory persisted in `status`, or `None` if there is none (a new or wiped status).
+fn recall(status: Option<&DeployerStatus>, now: DateTime<Utc>) -> Option<Memory> {
+    let status = status?;
+    let step = usize::try_from(status.current_step.unwrap_or(1).max(1) - 1).unwrap_or(0);
+    let state = match status.phase? {
+        Phase::Init => State::Init,
+        // A missing timestamp (a hand-edited status) is read as "now": the step re-arms its
+        // deadline, the wait ends at once.
+        Phase::Scaling => State::Scaling { step, since: status.step_started_at.unwrap_or(now) },
+        Phase::Waiting => State::Waiting { step, until: status.wait_until.unwrap_or(now) },
+        Phase::Finalizing => State::Finalizing,
+        Phase::Done => State::Done,
+        Phase::Aborted => State::Aborted { step },
+    };
+    Some(Memory {
+        stable: status.stable_version.clone(),
+        canary: status.canary_version.clone(),
+        plan: status.plan.clone().unwrap_or_default(),
+        state,
+    })
+}
+
+/// Memory for a Deployer without a status: a fresh one, or one whose status was lost. Owned
+/// Deployments are adopted: the target version if it runs, else the one with most available pods.
+fn adopt(observed: &[Observed], target: &str) -> Memory {
+    let live = || observed.iter().filter(|o| !o.deleting);
+    let stable = if live().any(|o| o.version == target) {
+        Some(target.to_string())
+    } else {
+        live().max_by_key(|o| (o.available, o.replicas)).map(|o| o.version.clone())
+    };
+    let state = if stable.is_some() { State::Done } else { State::Init };
+    Memory { stable, canary: None, plan: String::new(), state }
+}
+
+/// The replicas each version should run in the memory's current state.
+fn targets(mem: &Memory, plan: &[Step], replicas: i32) -> Vec<(String, i32)> {
+    let mut goal = Vec::with_capacity(2);
+    match (&mem.state, &mem.stable, &mem.canary) {
+        (State::Init, Some(stable), Some(canary)) => {
+            goal.push((stable.clone(), replicas));
+            goal.push((canary.clone(), 0));
+        }
+        (State::Scaling { step, .. } | State::Waiting { step, .. }, stable, Some(canary)) => {
+            let s = split(replicas, plan[(*step).min(plan.len() - 1)].percent);
+            goal.push((canary.clone(), s.canary));
+            if let Some(stable) = stable {
+                goal.push((stable.clone(), s.stable));
+            }
+        }
+        (_, Some(stable), _) => goal.push((stable.clone(), replicas)),
+        (_, None, _) => {}
+    }
+    goal
+}
+
+/// The moves that take the observed Deployments towards a goal.
+#[derive(Debug, Default)]
+struct Moves {
+    apply: Vec<Scale>,
+    delete: Vec<String>,
+    /// Whether the goal is reached once these moves are made: every goal version exists at its
+    /// target size and nothing else is left.
+    reached: bool,
+}
+
+impl Moves {
+    fn is_empty(&self) -> bool {
+        self.apply.is_empty() && self.delete.is_empty()
+    }
+}
+
+/// Make-before-break. Deployments that grow (or are created, or drifted from their template) are
+/// changed at once. Removing pods is budgeted: what stays available must be at least `floor` (R once
+/// a stable exists) — or, if fewer were available to begin with, no fewer than that. So a shrink
+/// goes as far as the budget allows (pods that serve nothing cost nothing: a ReplicaSet removes
+/// unavailable pods first), and a Deployment that is no longer wanted is deleted once what it
+/// serves can be spared. The operator never takes availability below R by its own hand.
+fn transition(
+    goal: &[(String, i32)],
+    observed: &[Observed],
+    floor: i32,
+    image: &dyn Fn(&str) -> String,
+) -> Moves {
+    let live: Vec<&Observed> = observed.iter().filter(|o| !o.deleting).collect();
+    let serving = |o: &Observed| o.available.clamp(0, o.replicas.max(0));
+    let mut moves = Moves { reached: true, ..Moves::default() };
+    let mut shrinking = Vec::new();
+    for (version, want) in goal {
+        let Some(o) = live.iter().find(|o| o.version == *version) else {
+            moves.apply.push(Scale { version: version.clone(), replicas: *want, create: true });
+            moves.reached = false;
+            continue;
+        };
+        let drifted = o.image.as_deref() != Some(image(version).as_str());
+        if o.replicas > *want {
+            shrinking.push((*o, *want));
+        } else if o.replicas < *want || drifted {
+            moves.apply.push(Scale { version: version.clone(), replicas: *want, create: false });
+            moves.reached = false;
+        }
+    }
+    let before: i32 = live.iter().map(|o| serving(o)).sum();
+    let mut spare = before - before.min(floor);
+    for (o, want) in shrinking {
+        let idle = o.replicas - serving(o);
+        let cut = (o.replicas - want).min(idle + spare);
+        if cut > 0 {
+            spare -= (cut - idle).max(0);
+            moves.apply.push(Scale { version: o.version.clone(), replicas: o.replicas - cut, create: false });
+        }
+        moves.reached &= o.replicas - cut == want;
+    }
+    for o in live.iter().filter(|o| !goal.iter().any(|(v, _)| *v == o.version)) {
+        if serving(o) <= spare {
+            spare -= serving(o);
+            moves.delete.push(o.version.clone());
+        } else {
+            moves.reached = false;
+        }
+    }
+    moves
+}
+
+/// The Event that announces entering `next` from the memory's current state.
+fn announce(mem: &Memory, next: &State, plan: &[Step], replicas: i32, deadline: i64) -> Note {
+    let canary = mem.canary.as_deref().unwrap_or("?");
+    let stable = mem.stable.as_deref();
+    let n = plan.len();
+    let pair = |step: usize| {
+        let s = split(replicas, plan[step].percent);
+        match stable {
+            Some(stable) => format!("{canary}={}, {stable}={}", s.canary, s.stable),
+            None => format!("{canary}={}", s.canary),
+        }
+    };
+    match next {
+        State::Scaling { step, .. } => normal(
+            "StepStarted",
+            format!("step {}/{n}: {}% — scaling to {}", step + 1, plan[*step].percent, pair(*step)),
+        ),
+        State::Waiting { step, .. } => normal(
+            "StepCompleted",
+            format!("step {}/{n} in place ({}); waiting {}s", step + 1, pair(*step), plan[*step].sleep),
+        ),
+        State::Finalizing => normal("Promoted", format!("{canary} is at 100%: removing the old versions")),
+        State::Done => {
+            normal("RolloutComplete", format!("{} runs {replicas} replicas", stable.unwrap_or(canary)))
+        }
+        State::Aborted { step } => Note {
+            severity: Severity::Warning,
+            reason: "ProgressDeadlineExceeded",
+            message: format!(
+                "step {}/{n}: {canary} not available within {deadline}s; rolled back to {}",
+                step + 1,
+                stable.unwrap_or("?")
+            ),
+        },
+        State::Init => normal("RolloutStarted", format!("rolling out {canary}")),
+    }
+}
+
+fn normal(reason: &'static str, message: String) -> Note {
+    Note { severity: Severity::Normal, reason, message }
+}
+
+/// The status that records `mem`.
+fn status_of(input: &Input, mem: &Memory, plan: &[Step], replicas: i32) -> DeployerStatus {
+    let old = input.status.cloned().unwrap_or_default();
+    let n = plan.len();
+    let goal = targets(mem, plan, replicas);
+    let want =
+        |v: &Option<String>| v.as_ref().and_then(|v| goal.iter().find(|(g, _)| g == v)).map(|(_, r)| *r);
+    let progress_of = |step: usize, wait: String| Progress {
+        step: format!("no. {}", step + 1),
+        percentage: format!("{}% has been deployed", plan[step].percent),
+        wait,
+    };
+    let (phase, current, weight, progress) = match &mem.state {
+        State::Init => (Phase::Init, 0, Some(0), None),
+        State::Scaling { step, .. } => (
+            Phase::Scaling,
+            step + 1,
+            Some(plan[*step].percent),
+            Some(progress_of(*step, format!("{}s till next step", plan[*step].sleep))),
+        ),
+        State::Waiting { step, until } => {
+            let left = (*until - input.now).num_milliseconds().max(0);
+            let left = (left + 999) / 1000;
+            (
+                Phase::Waiting,
+                step + 1,
+                Some(plan[*step].percent),
+                Some(progress_of(*step, format!("{left}s till next step"))),
+            )
+        }
+        State::Finalizing => (Phase::Finalizing, n, Some(100), old.progress.clone()),
+        State::Done => (Phase::Done, n, None, old.progress.clone()),
+        State::Aborted { step } => (Phase::Aborted, step + 1, Some(0), old.progress.clone()),
+    };
+    let mut status = DeployerStatus {
+        observed_generation: Some(input.generation),
+        phase: Some(phase),
+        step: Some(format!("{current}/{n}")),
+        current_step: Some(i32::try_from(current).unwrap_or(i32::MAX)),
+        weight,
+        stable_version: mem.stable.clone(),
+        canary_version: mem.canary.clone(),
+        stable_replicas: want(&mem.stable),
+        canary_replicas: want(&mem.canary),
+        plan: Some(mem.plan.clone()),
+        step_started_at: match mem.state {
+            State::Scaling { since, .. } => Some(since),
+            _ => None,
+        },
+        wait_until: match mem.state {
+            State::Waiting { until, .. } => Some(until),
+            _ => None,
+        },
+        progress,
+        conditions: old.conditions.clone(),
+    };
+    conditions(input, mem, &mut status, n);
+    status
+}
+
+/// Sets `Ready` and `Progressing` from the state.
+fn conditions(input: &Input, mem: &Memory, status: &mut DeployerStatus, n: usize) {
+    let canary = mem.canary.as_deref().unwrap_or("?");
+    let stable = mem.stable.as_deref().unwrap_or("?");
+    let replicas = input.spec.deployment.replicas;
+    let step_text = status.step.clone().unwrap_or_default();
+    let (ready, progressing): ((bool, &str, String), (bool, &str, String)) = match &mem.state {
+        State::Done => {
+            let available = input
+                .observed
+                .iter()
+                .find(|o| o.version == stable && !o.deleting)
+                .is_some_and(|o| o.synced && o.replicas == replicas && o.available >= replicas);
+            let ready = if available {
+                (true, "Available", format!("{stable} runs {replicas} available replicas"))
+            } else {
+                (false, "Unavailable", format!("{stable} has fewer than {replicas} available replicas"))
+            };
+            (ready, (false, "Complete", format!("{stable} is rolled out")))
+        }
+        State::Aborted { step } => {
+            let msg = format!(
+                "{canary} was not available in time at step {}/{n}; rolled back to {stable}",
+                step + 1
+            );
+            ((false, "Aborted", msg.clone()), (false, "ProgressDeadlineExceeded", msg))
+        }
+        State::Scaling { since, .. }
+            if mem.stable.is_none()
+                && input.now >= *since + TimeDelta::seconds(input.spec.progress_deadline_seconds) =>
+        {
+            let msg =
+                format!("{canary} has not become available within {}s", input.spec.progress_deadline_seconds);
+            ((false, "RolloutInProgress", msg.clone()), (false, "ProgressDeadlineExceeded", msg))
+        }
+        _ => {
+            let msg = match &mem.stable {
+                None => format!("deploying {canary}"),
+                Some(_) if mem.canary.is_none() => format!("settling on {stable}"),
+                Some(_) => format!("rolling out {canary} over {stable}: step {step_text}"),
+            };
+            ((false, "RolloutInProgress", msg.clone()), (true, "RolloutInProgress", msg))
+        }
+    };
+    set_condition(&mut status.conditions, input, "Ready", ready.0, ready.1, &ready.2);
+    set_condition(&mut status.conditions, input, "Progressing", progressing.0, progressing.1, &progressing.2);
+}
+
+/// Sets a condition, keeping its `lastTransitionTime` unless its status flips.
+fn set_condition(
+    conds: &mut Vec<Condition>,
+    input: &Input,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+) {
+    let status = if ok { "True" } else { "False" };
+    let next = Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message: message.to_string(),
+        last_transition_time: input.now,
+        observed_generation: Some(input.generation),
+    };
+    match conds.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            let since = if c.status == status { c.last_transition_time } else { input.now };
+            *c = Condition { last_transition_time: since, ..next };
+        }
+        None => conds.push(next),
+    }
+}
+
+/// When to look again without a change: at a wait's end (or its next remaining-time refresh), or
+/// at a step's progress deadline.
+fn requeue_of(input: &Input, state: &State, deadline: TimeDelta) -> Option<Duration> {
+    let until = |t: DateTime<Utc>| (t - input.now).to_std().unwrap_or(Duration::ZERO);
+    match state {
+        State::Waiting { until: end, .. } => {
+            let left = until(*end);
+            Some(match input.settings.wait_refresh {
+                Some(tick) if !tick.is_zero() => left.min(tick),
+                _ => left,
+            })
+        }
+        State::Scaling { since, .. } if input.now < *since + deadline => Some(until(*since + deadline)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,12 @@
+//go:build tools
+
+// Package tools pins the Kubernetes control-plane commands that build.sh compiles.
+// k8s.io/kubernetes cannot be `go install`ed (its go.mod replaces the staging modules with
+// local paths), so this wrapper module maps every staging module to its published version.
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+)
