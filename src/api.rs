@@ -262,3 +262,31 @@ impl DeployerStatus {
         self.conditions.iter().find(|c| c.type_ == type_)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+
+    use super::*;
+
+    #[test]
+    fn the_committed_crd_matches_the_rust_types() {
+        let generated = serde_yaml::to_string(&Deployer::crd()).expect("CRD renders");
+        let committed = include_str!("../crds/deployer.yaml");
+        assert!(
+            generated == committed,
+            "crds/deployer.yaml is stale: run `make crds` (cargo run -- crd > crds/deployer.yaml)"
+        );
+    }
+
+    #[test]
+    fn the_seed_sample_parses_unchanged_with_defaults() {
+        let sample = include_str!("../examples/nginx-deployer.yaml");
+        let d: Deployer = serde_yaml::from_str(sample).expect("the seed sample parses");
+        assert_eq!(d.spec.strategy, Strategy::Canary);
+        assert_eq!(d.spec.deployment.version, "1.7.7");
+        assert_eq!(d.spec.steps.len(), 4);
+        assert_eq!(d.spec.steps[3], Step { percent: 100, sleep: 0 });
+        assert_eq!(d.spec.progress_deadline_seconds, DEFAULT_PROGRESS_DEADLINE_SECONDS);
+    }
+}

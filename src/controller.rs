@@ -1,1 +1,267 @@
 //! The controller: the imperative shell around [`crate::rollout`].
+//!
+//! A reconcile observes (the Deployer, and the Deployments it owns from a watch cache), decides (one
+//! call to the pure core), acts (create, server-side apply, delete), persists the status, publishes
+//! the Events and returns when to look again. It never sleeps and keeps no state of its own: the
+//! Deployer's status is the rollout's whole memory, so the process can die at any instant.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{SubsecRound, Utc};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::{self, Action},
+        events::{Event, EventType, Recorder, Reporter},
+        reflector::{self, Store},
+        watcher,
+    },
+};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::{
+    Error, Result,
+    api::{Deployer, DeployerStatus},
+    resources::{self, DEPLOYER_LABEL, MANAGER},
+    rollout::{self, Decision, Input, Observed, Scale, Settings, Severity},
+};
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Watch only this namespace (`None`: all namespaces).
+    pub namespace: Option<String>,
+    /// Deployers reconciled at once.
+    pub concurrency: u16,
+    /// Tunables of the rollout core.
+    pub settings: Settings,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    client: Client,
+    recorder: Recorder,
+    /// The Deployments labelled as owned by some Deployer, kept current by a watch.
+    deployments: Store<Deployment>,
+    settings: Settings,
+}
+
+/// Runs the controller until SIGTERM or SIGINT.
+pub async fn run(client: Client, config: Config) -> Result<()> {
+    let (deployers, deployments): (Api<Deployer>, Api<Deployment>) = match &config.namespace {
+        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    check_crd(&deployers).await?;
+
+    // One watch of the Deployments we label, shared by the reconciler (as its cache) and the
+    // controller (as the trigger that maps a Deployment to its owning Deployer).
+    let (reader, writer) = reflector::store();
+    let owned = watcher(deployments, watcher::Config::default().labels(DEPLOYER_LABEL))
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(client, Reporter::from(MANAGER)),
+        deployments: reader,
+        settings: config.settings,
+    });
+    info!(namespace = config.namespace.as_deref().unwrap_or("<all>"), "starting controller");
+    Controller::new(deployers, watcher::Config::default())
+        .owns_stream(owned)
+        .with_config(controller::Config::default().concurrency(config.concurrency))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, action)) => debug!(%obj, ?action, "reconciled"),
+                Err(err) => warn!(%err, "reconcile failed"),
+            }
+        })
+        .await;
+    info!("controller stopped");
+    Ok(())
+}
+
+/// Fails with a clear message when the Deployer CRD is not installed.
+async fn check_crd(deployers: &Api<Deployer>) -> Result<()> {
+    deployers.list(&ListParams::default().limit(1)).await.map(|_| ()).map_err(|source| Error::Kube {
+        action: "list Deployers (is the CRD installed? run `make install`)",
+        object: "deployers.deploy.example.com".into(),
+        source,
+    })
+}
+
+/// One reconcile of one Deployer: observe → decide → act → persist → publish.
+#[tracing::instrument(skip_all, fields(deployer = %format!("{}/{}", dpl.namespace().unwrap_or_default(), dpl.name_any())))]
+async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
+    let (Some(ns), Some(_)) = (dpl.namespace(), dpl.uid()) else {
+        return Err(Error::MissingMetadata(dpl.name_any()));
+    };
+    if dpl.meta().deletion_timestamp.is_some() {
+        // Garbage collection removes the owned Deployments; nothing is created meanwhile.
+        return Ok(Action::await_change());
+    }
+    let name = dpl.name_any();
+    let owned: Vec<Arc<Deployment>> = ctx
+        .deployments
+        .state()
+        .into_iter()
+        .filter(|d| d.namespace().as_deref() == Some(ns.as_str()) && resources::is_owned_by(d, &dpl))
+        .collect();
+    let observed: Vec<Observed> = owned.iter().filter_map(|d| resources::observe(d)).collect();
+    let input = Input {
+        name: &name,
+        namespace: &ns,
+        generation: dpl.meta().generation.unwrap_or(0),
+        spec: &dpl.spec,
+        status: dpl.status.as_ref(),
+        observed: &observed,
+        now: Utc::now().trunc_subsecs(3),
+        settings: &ctx.settings,
+    };
+    let decision = rollout::decide(&input);
+
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let acted = act(&api, &dpl, &owned, &decision).await;
+    let decision = match acted {
+        Err(Error::NameConflict(taken)) => rollout::halted(
+            &input,
+            "NameConflict",
+            format!("Deployment {taken} exists and is not owned by this Deployer; rename or delete it"),
+        ),
+        other => {
+            other?;
+            decision
+        }
+    };
+    persist(&dpl, &ctx.client, &decision.status).await?;
+    for note in &decision.notes {
+        publish(&ctx.recorder, &dpl, note).await;
+    }
+    Ok(match decision.requeue {
+        Some(after) => Action::requeue(after),
+        None if decision.status.condition("Ready").is_some_and(|c| c.reason == "NameConflict") => {
+            Action::requeue(Duration::from_secs(30))
+        }
+        None => Action::await_change(),
+    })
+}
+
+/// Makes the decision's Deployment moves: creates and resizes first, deletes after.
+async fn act(
+    api: &Api<Deployment>,
+    dpl: &Deployer,
+    owned: &[Arc<Deployment>],
+    decision: &Decision,
+) -> Result<()> {
+    for scale in &decision.apply {
+        apply(api, dpl, scale).await?;
+    }
+    for version in &decision.delete {
+        let name = resources::deployment_name(&dpl.spec.deployment, version);
+        let Some(uid) = owned.iter().find(|d| d.name_any() == name).and_then(|d| d.uid()) else { continue };
+        info!(deployment = %name, "deleting");
+        // The uid precondition makes sure only the Deployment we observed (ours) is deleted.
+        let params = DeleteParams {
+            preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        match api.delete(&name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(source) => return Err(kube_error("delete Deployment", api, &name, source)),
+        }
+    }
+    Ok(())
+}
+
+/// Creates or resizes one version's Deployment.
+async fn apply(api: &Api<Deployment>, dpl: &Deployer, scale: &Scale) -> Result<()> {
+    let desired = resources::deployment(dpl, &scale.version, scale.replicas)
+        .ok_or_else(|| Error::MissingMetadata(dpl.name_any()))?;
+    let name = desired.name_any();
+    info!(deployment = %name, replicas = scale.replicas, create = scale.create, "applying");
+    if scale.create {
+        // POST, not apply: an existing Deployment of that name is never taken over.
+        let params = PostParams { field_manager: Some(MANAGER.into()), ..PostParams::default() };
+        match api.create(&params, &desired).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                let existing =
+                    api.get(&name).await.map_err(|e| kube_error("get Deployment", api, &name, e))?;
+                if !resources::is_owned_by(&existing, dpl) {
+                    return Err(Error::NameConflict(name));
+                }
+                // Ours, just not in the cache yet: fall through to a resize.
+            }
+            Err(source) => return Err(kube_error("create Deployment", api, &name, source)),
+        }
+    }
+    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&desired))
+        .await
+        .map(|_| ())
+        .map_err(|source| kube_error("apply Deployment", api, &name, source))
+}
+
+/// Writes the status if it changed (server-side apply of the status subresource).
+async fn persist(dpl: &Deployer, client: &Client, status: &DeployerStatus) -> Result<()> {
+    if dpl.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let ns = dpl.namespace().unwrap_or_default();
+    let api: Api<Deployer> = Api::namespaced(client.clone(), &ns);
+    let body = json!({
+        "apiVersion": Deployer::api_version(&()),
+        "kind": Deployer::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&dpl.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body))
+        .await
+        .map(|_| ())
+        .map_err(|source| Error::Kube {
+            action: "write status of Deployer",
+            object: format!("{ns}/{}", dpl.name_any()),
+            source,
+        })
+}
+
+/// Publishes an Event; a failure is logged, never fatal (Events are best effort).
+async fn publish(recorder: &Recorder, dpl: &Deployer, note: &rollout::Note) {
+    let event = Event {
+        type_: match note.severity {
+            Severity::Normal => EventType::Normal,
+            Severity::Warning => EventType::Warning,
+        },
+        reason: note.reason.into(),
+        note: Some(note.message.clone()),
+        action: "Rollout".into(),
+        secondary: None,
+    };
+    match note.severity {
+        Severity::Normal => info!(reason = note.reason, "{}", note.message),
+        Severity::Warning => warn!(reason = note.reason, "{}", note.message),
+    }
+    if let Err(err) = recorder.publish(&event, &dpl.object_ref(&())).await {
+        warn!(%err, reason = note.reason, "could not publish event");
+    }
+}
+
+fn kube_error(action: &'static str, api: &Api<Deployment>, name: &str, source: kube::Error) -> Error {
+    let ns = api.namespace().unwrap_or_default();
+    Error::Kube { action, object: format!("{ns}/{name}"), source }
+}
+
+/// On failure: log and look again soon. The status was not written, so the next attempt starts
+/// from the same persisted state.
+fn error_policy(dpl: Arc<Deployer>, err: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(deployer = %dpl.name_any(), %err, "reconcile failed; retrying in 2s");
+    Action::requeue(Duration::from_secs(2))
+}

@@ -160,7 +160,7 @@ struct Memory {
 /// Computes the next action of a Deployer's rollout. Pure; see the module documentation.
 pub fn decide(input: &Input) -> Decision {
     if let Err(message) = validate(input) {
-        return invalid(input, message);
+        return halted(input, "InvalidSpec", message);
     }
     let spec = &input.spec.deployment;
     let target = spec.version.as_str();
@@ -362,19 +362,16 @@ fn validate(input: &Input) -> Result<(), String> {
     Ok(())
 }
 
-/// The decision for a spec the operator cannot act on: nothing moves; the conditions say why.
-fn invalid(input: &Input, message: String) -> Decision {
+/// The decision when the operator cannot act (an invalid spec, a name taken by someone else):
+/// nothing moves; `Ready` and `Progressing` say why, with a Warning Event the first time.
+pub fn halted(input: &Input, reason: &'static str, message: String) -> Decision {
     let mut status = input.status.cloned().unwrap_or_default();
-    let already =
-        status.condition("Ready").is_some_and(|c| c.reason == "InvalidSpec" && c.message == message);
-    set_condition(&mut status.conditions, input, "Ready", false, "InvalidSpec", &message);
-    set_condition(&mut status.conditions, input, "Progressing", false, "InvalidSpec", &message);
+    let already = status.condition("Ready").is_some_and(|c| c.reason == reason && c.message == message);
+    set_condition(&mut status.conditions, input, "Ready", false, reason, &message);
+    set_condition(&mut status.conditions, input, "Progressing", false, reason, &message);
     status.observed_generation = Some(input.generation);
-    let notes = if already {
-        Vec::new()
-    } else {
-        vec![Note { severity: Severity::Warning, reason: "InvalidSpec", message }]
-    };
+    let notes =
+        if already { Vec::new() } else { vec![Note { severity: Severity::Warning, reason, message }] };
     Decision { apply: Vec::new(), delete: Vec::new(), status, notes, requeue: None }
 }
 
