@@ -123,19 +123,38 @@ pub struct DeploymentSpec {
     /// Labels for the pods of every version; a Service selecting them spreads traffic over the
     /// versions by replica count. Immutable (they are part of each Deployment's selector).
     #[serde(default)]
-    #[x_kube(
-        validation = Rule::new("self == oldSelf").message("deployment.labels are immutable: they are part of each Deployment's selector"),
-        validation = Rule::new("self.all(k, !k.startsWith('deploy.example.com/'))")
-            .message("deployment.labels must not use the reserved prefix deploy.example.com/"),
-        validation = Rule::new("self.all(k, self[k].matches('^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$') && size(self[k]) <= 63)")
-            .message("deployment.labels values must be valid label values: at most 63 characters of letters, digits, '-', '_' and '.'")
-    )]
-    #[schemars(extend("maxProperties" = 64))]
+    #[schemars(schema_with = "labels_schema")]
     pub labels: BTreeMap<String, String>,
 
     /// Total replicas the application should run (stable + canary).
     #[schemars(range(min = 0, max = 100000))]
     pub replicas: i32,
+}
+
+/// Schema of `deployment.labels`: bounded sizes keep the CEL rules within the API server's cost
+/// budget.
+fn labels_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "Labels for the pods of every version; a Service selecting them spreads traffic over the versions by replica count. Immutable (they are part of each Deployment's selector).",
+        "type": "object",
+        "default": {},
+        "maxProperties": 32,
+        "additionalProperties": { "type": "string", "maxLength": 63 },
+        "x-kubernetes-validations": [
+            {
+                "rule": "self == oldSelf",
+                "message": "deployment.labels are immutable: they are part of each Deployment's selector"
+            },
+            {
+                "rule": "self.all(k, !k.startsWith('deploy.example.com/'))",
+                "message": "deployment.labels must not use the reserved prefix deploy.example.com/"
+            },
+            {
+                "rule": "self.all(k, self[k].matches('^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$'))",
+                "message": "deployment.labels values must be valid label values: letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
+            }
+        ]
+    })
 }
 
 /// One canary step.

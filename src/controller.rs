@@ -5,7 +5,11 @@
 //! the Events and returns when to look again. It never sleeps and keeps no state of its own: the
 //! Deployer's status is the rollout's whole memory, so the process can die at any instant.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use chrono::{SubsecRound, Utc};
 use futures::StreamExt;
@@ -49,6 +53,9 @@ pub struct Context {
     /// The Deployments labelled as owned by some Deployer, kept current by a watch.
     deployments: Store<Deployment>,
     settings: Settings,
+    /// The resourceVersion each Deployer (by uid) had after our last status write; lets a
+    /// reconcile notice that the watch cache has not caught up with that write yet.
+    written: Mutex<HashMap<String, String>>,
 }
 
 /// Runs the controller until SIGTERM or SIGINT.
@@ -71,6 +78,7 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
         recorder: Recorder::new(client, Reporter::from(MANAGER)),
         deployments: reader,
         settings: config.settings,
+        written: Mutex::new(HashMap::new()),
     });
     info!(namespace = config.namespace.as_deref().unwrap_or("<all>"), "starting controller");
     Controller::new(deployers, watcher::Config::default())
@@ -101,9 +109,10 @@ async fn check_crd(deployers: &Api<Deployer>) -> Result<()> {
 /// One reconcile of one Deployer: observe → decide → act → persist → publish.
 #[tracing::instrument(skip_all, fields(deployer = %format!("{}/{}", dpl.namespace().unwrap_or_default(), dpl.name_any())))]
 async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
-    let (Some(ns), Some(_)) = (dpl.namespace(), dpl.uid()) else {
+    let (Some(ns), Some(uid)) = (dpl.namespace(), dpl.uid()) else {
         return Err(Error::MissingMetadata(dpl.name_any()));
     };
+    let dpl = fresh(&ctx, dpl, &ns, &uid).await?;
     if dpl.meta().deletion_timestamp.is_some() {
         // Garbage collection removes the owned Deployments; nothing is created meanwhile.
         return Ok(Action::await_change());
@@ -141,7 +150,9 @@ async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
             decision
         }
     };
-    persist(&dpl, &ctx.client, &decision.status).await?;
+    if let Some(version) = persist(&dpl, &ctx.client, &decision.status).await? {
+        ctx.written.lock().unwrap_or_else(|e| e.into_inner()).insert(uid, version);
+    }
     for note in &decision.notes {
         publish(&ctx.recorder, &dpl, note).await;
     }
@@ -211,10 +222,35 @@ async fn apply(api: &Api<Deployment>, dpl: &Deployer, scale: &Scale) -> Result<(
         .map_err(|source| kube_error("apply Deployment", api, &name, source))
 }
 
-/// Writes the status if it changed (server-side apply of the status subresource).
-async fn persist(dpl: &Deployer, client: &Client, status: &DeployerStatus) -> Result<()> {
+/// The Deployer as of our last status write at least. The watch cache can lag behind our own
+/// write; deciding from a status older than the one we wrote would replay a transition, so in
+/// that case the object is read from the API server instead.
+async fn fresh(ctx: &Context, dpl: Arc<Deployer>, ns: &str, uid: &str) -> Result<Arc<Deployer>> {
+    let written = ctx.written.lock().unwrap_or_else(|e| e.into_inner()).get(uid).cloned();
+    match written {
+        Some(version) if dpl.resource_version().as_deref() != Some(version.as_str()) => {
+            let api: Api<Deployer> = Api::namespaced(ctx.client.clone(), ns);
+            let name = dpl.name_any();
+            let latest = api.get(&name).await.map_err(|source| Error::Kube {
+                action: "get Deployer",
+                object: format!("{ns}/{name}"),
+                source,
+            })?;
+            if latest.resource_version() == dpl.resource_version() {
+                // The cache holds the latest object (someone else wrote after us): trust it again.
+                ctx.written.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+            }
+            Ok(Arc::new(latest))
+        }
+        _ => Ok(dpl),
+    }
+}
+
+/// Writes the status if it changed (server-side apply of the status subresource); returns the
+/// Deployer's new resourceVersion when it wrote.
+async fn persist(dpl: &Deployer, client: &Client, status: &DeployerStatus) -> Result<Option<String>> {
     if dpl.status.as_ref() == Some(status) {
-        return Ok(());
+        return Ok(None);
     }
     let ns = dpl.namespace().unwrap_or_default();
     let api: Api<Deployer> = Api::namespaced(client.clone(), &ns);
@@ -225,7 +261,7 @@ async fn persist(dpl: &Deployer, client: &Client, status: &DeployerStatus) -> Re
     });
     api.patch_status(&dpl.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body))
         .await
-        .map(|_| ())
+        .map(|written| written.resource_version())
         .map_err(|source| Error::Kube {
             action: "write status of Deployer",
             object: format!("{ns}/{}", dpl.name_any()),
@@ -242,7 +278,9 @@ async fn publish(recorder: &Recorder, dpl: &Deployer, note: &rollout::Note) {
         },
         reason: note.reason.into(),
         note: Some(note.message.clone()),
-        action: "Rollout".into(),
+        // The recorder folds Events with the same reason and action into one series; the message
+        // as the action keeps each step its own line in `kubectl describe`.
+        action: note.message.chars().take(128).collect(),
         secondary: None,
     };
     match note.severity {

@@ -208,12 +208,17 @@ pub fn decide(input: &Input) -> Decision {
         }
         Some(stable) => {
             if mem.canary.as_deref() == Some(target) {
-                let in_flight =
-                    matches!(mem.state, State::Init | State::Scaling { .. } | State::Waiting { .. });
-                if in_flight && mem.plan != fingerprint(&steps) {
-                    notes.push(normal("StepsChanged", "spec.steps changed: restarting from step 1".into()));
+                let stepping = matches!(mem.state, State::Scaling { .. } | State::Waiting { .. });
+                if mem.plan != fingerprint(&steps) && !matches!(mem.state, State::Aborted { .. }) {
+                    // Init has not started a step yet: it simply runs the new plan.
+                    if stepping {
+                        notes.push(normal(
+                            "StepsChanged",
+                            "spec.steps changed: restarting from step 1".into(),
+                        ));
+                        mem.state = State::Scaling { step: 0, since: input.now };
+                    }
                     mem.plan = fingerprint(&steps);
-                    mem.state = State::Scaling { step: 0, since: input.now };
                 }
             } else {
                 if let Some(old) = &mem.canary
@@ -449,10 +454,9 @@ impl Moves {
 
 /// Make-before-break. Deployments that grow (or are created, or drifted from their template) are
 /// changed at once. Removing pods is budgeted: what stays available must be at least `floor` (R once
-/// a stable exists) — or, if fewer were available to begin with, no fewer than that. So a shrink
-/// goes as far as the budget allows (pods that serve nothing cost nothing: a ReplicaSet removes
-/// unavailable pods first), and a Deployment that is no longer wanted is deleted once what it
-/// serves can be spared. The operator never takes availability below R by its own hand.
+/// a stable exists) — or, if fewer were available to begin with, no fewer than that. Pods that
+/// serve nothing cost nothing (a ReplicaSet removes unavailable pods first), and a Deployment that
+/// is no longer wanted is deleted once what it serves can be spared. The operator never takes availability below R by its own hand.
 fn transition(
     goal: &[(String, i32)],
     observed: &[Observed],
@@ -481,7 +485,14 @@ fn transition(
     let mut spare = before - before.min(floor);
     for (o, want) in shrinking {
         let idle = o.replicas - serving(o);
-        let cut = (o.replicas - want).min(idle + spare);
+        // A shrink happens whole when the budget allows; otherwise only a version holding more
+        // than R (R was lowered) comes down towards R, so that pods trickling into readiness do
+        // not each cost a write.
+        let cut = if o.replicas - want <= idle + spare {
+            o.replicas - want
+        } else {
+            (o.replicas - want.max(floor)).clamp(0, idle + spare)
+        };
         if cut > 0 {
             spare -= (cut - idle).max(0);
             moves.apply.push(Scale { version: o.version.clone(), replicas: o.replicas - cut, create: false });
