@@ -12,7 +12,7 @@ use std::{
 };
 
 use chrono::{SubsecRound, Utc};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -112,6 +112,12 @@ async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
     let (Some(ns), Some(uid)) = (dpl.namespace(), dpl.uid()) else {
         return Err(Error::MissingMetadata(dpl.name_any()));
     };
+    // Right after a start the Deployments cache may still be filling: deciding from it would take
+    // owned Deployments for missing ones.
+    // The cache is filled by the same controller that runs this reconcile, so never block on it.
+    if ctx.deployments.wait_until_ready().now_or_never().is_none() {
+        return Ok(Action::requeue(Duration::from_millis(100)));
+    }
     let dpl = fresh(&ctx, dpl, &ns, &uid).await?;
     if dpl.meta().deletion_timestamp.is_some() {
         // Garbage collection removes the owned Deployments; nothing is created meanwhile.

@@ -1,0 +1,82 @@
+# deployer-operator — the two commands: `make demo` (the main job) and `make test` (the tests).
+# Everything else is a building block of those two.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CLUSTER_DIR ?= .cluster
+export CLUSTER_DIR
+# CLUSTER=local (default): the control plane of tests/cluster, started on demand.
+# CLUSTER=current: whatever cluster KUBECONFIG (or ~/.kube/config) points at.
+CLUSTER ?= local
+ifeq ($(CLUSTER),local)
+KUBECONFIG := $(abspath $(CLUSTER_DIR))/kubeconfig
+export KUBECONFIG
+endif
+E2E_THREADS ?= 12
+IMG ?= deployer-operator:dev
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+## --- the two commands -------------------------------------------------------------------------
+
+.PHONY: demo
+demo: ## Local control plane + CRD + operator, the seed's nginx at 1.7.7, then 1.7.8 as a live canary
+	@bash scripts/demo.sh
+
+.PHONY: test
+test: lint test-unit test-e2e ## Lint, unit and property tests, then end-to-end tests on the local control plane
+
+## --- building blocks --------------------------------------------------------------------------
+
+.PHONY: build
+build: ## Build the operator (release)
+	cargo build --release --locked
+
+.PHONY: lint
+lint: ## cargo fmt --check, clippy -D warnings, and the CRD drift check
+	cargo fmt --all -- --check
+	cargo clippy --locked --all-targets -- -D warnings
+
+.PHONY: test-unit
+test-unit: ## Unit, table and property tests of the pure parts (no cluster)
+	cargo test --locked --lib --bins
+
+.PHONY: test-e2e
+test-e2e: ## End-to-end tests; brings the local control plane up first (CLUSTER=current: use KUBECONFIG)
+ifeq ($(CLUSTER),local)
+	@$(MAKE) --no-print-directory cluster-up
+endif
+	cargo test --locked --tests -- --test-threads=$(E2E_THREADS)
+
+.PHONY: crds
+crds: ## Regenerate crds/ from the Rust types
+	cargo run --quiet --locked -- crd > crds/deployer.yaml
+
+.PHONY: cluster-up
+cluster-up: ## Build (first time) and start the local control plane under $(CLUSTER_DIR)
+	@bash tests/cluster/cluster.sh up
+
+.PHONY: cluster-down
+cluster-down: ## Stop the demo's operator and the local control plane (only what they started); remove the state
+	@bash scripts/demo.sh stop
+	@bash tests/cluster/cluster.sh down
+
+.PHONY: cluster-status
+cluster-status: ## Health of the local control plane
+	@bash tests/cluster/cluster.sh status
+
+.PHONY: install
+install: ## Apply the CRD (crds/) to the cluster of KUBECONFIG
+	kubectl apply --server-side --force-conflicts -f crds/
+	kubectl wait --for=condition=Established --timeout=60s crd/deployers.deploy.example.com
+
+.PHONY: uninstall
+uninstall: ## Remove the CRD (and with it every Deployer and the Deployments they own)
+	kubectl delete --ignore-not-found -f crds/
+
+.PHONY: run
+run: ## Run the operator locally against KUBECONFIG
+	cargo run --locked -- run

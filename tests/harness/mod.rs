@@ -1,0 +1,425 @@
+//! Helpers for the operator's end-to-end tests: install the CRD, run the real operator binary as a
+//! child process (so tests can kill -9 and restart it), write Deployers, and watch what happens.
+//!
+//! Each test uses its own namespace and its own operator process (`--namespace`), so tests run
+//! concurrently without seeing each other's Deployers.
+
+// Each test file compiles this module separately and uses only some helpers.
+#![allow(dead_code)]
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use deployer_operator::api::{Deployer, DeployerStatus, Phase};
+use k8s_openapi::{
+    api::{apps::v1::Deployment, events::v1::Event},
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+};
+use serde_json::{Value, json};
+
+use crate::support;
+
+/// Installs (server-side applies) the committed CRD, as `make install` does, and waits until the
+/// API server serves it.
+pub async fn install_crd(client: &Client) {
+    let yaml = include_str!("../../crds/deployer.yaml");
+    let crd: CustomResourceDefinition = serde_yaml::from_str(yaml).expect("crds/deployer.yaml parses");
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = crd.name_any();
+    api.patch(&name, &PatchParams::apply("e2e-tests").force(), &Patch::Apply(&crd))
+        .await
+        .unwrap_or_else(|e| panic!("installing the CRD: {e}"));
+    support::wait_until("the Deployer CRD to be Established", Duration::from_secs(30), || async {
+        api.get(&name)
+            .await
+            .ok()
+            .and_then(|c| c.status)
+            .and_then(|s| s.conditions)
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+    })
+    .await;
+    // Established can precede discovery by a moment: wait until the resource can be listed.
+    let probe: Api<Deployer> = Api::all(client.clone());
+    support::wait_until("Deployers to be listable", Duration::from_secs(30), || async {
+        probe.list(&ListParams::default().limit(1)).await.is_ok()
+    })
+    .await;
+}
+
+/// A running operator process watching one namespace. Killed (SIGKILL) when dropped.
+pub struct Operator {
+    namespace: String,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Operator {
+    /// Starts the operator binary for `namespace`, logging to `target/e2e-logs/<namespace>.log`.
+    pub fn start(namespace: &str) -> Operator {
+        let mut op = Operator { namespace: namespace.to_string(), child: None, starts: 0 };
+        op.spawn();
+        op
+    }
+
+    fn spawn(&mut self) {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-logs");
+        std::fs::create_dir_all(&dir).expect("log dir");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{}.log", self.namespace)))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_deployer-operator"))
+            .args(["run", "--namespace", &self.namespace, "--wait-refresh-seconds", "1"])
+            .env("KUBECONFIG", support::kubeconfig_path())
+            .env("RUST_LOG", "info,kube=warn")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("the operator binary starts");
+        self.child = Some(child);
+        self.starts += 1;
+    }
+
+    /// kill -9, and wait until the process is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// kill -9, then start again.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Whether the process is still running (it must not have crashed).
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Path of the operator's log.
+    pub fn log_path(&self) -> PathBuf {
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-logs").join(format!("{}.log", self.namespace))
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A Deployer manifest in the seed's shape.
+pub fn deployer(name: &str, version: &str, replicas: i32, steps: &[(i32, i64)]) -> Value {
+    json!({
+        "apiVersion": "deploy.example.com/v1alpha1",
+        "kind": "Deployer",
+        "metadata": { "name": name },
+        "spec": {
+            "type": "canary",
+            "deployment": {
+                "name": name,
+                "image": "nginx",
+                "version": version,
+                "labels": { "app": name, "operator": "deployer" },
+                "replicas": replicas,
+            },
+            "steps": steps.iter().map(|(p, s)| json!({ "percent": p, "sleep": s })).collect::<Vec<_>>(),
+        }
+    })
+}
+
+/// Server-side applies a Deployer manifest as a user would.
+pub async fn apply(client: &Client, ns: &str, manifest: &Value) {
+    let api: Api<Deployer> = Api::namespaced(client.clone(), ns);
+    let name = manifest["metadata"]["name"].as_str().expect("a name");
+    api.patch(name, &PatchParams::apply("e2e-user").force(), &Patch::Apply(manifest))
+        .await
+        .unwrap_or_else(|e| panic!("applying Deployer {ns}/{name}: {e}"));
+}
+
+/// Merge-patches the Deployer's spec (e.g. `json!({"deployment": {"version": "1.7.8"}})`).
+pub async fn patch_spec(client: &Client, ns: &str, name: &str, spec: Value) {
+    let api: Api<Deployer> = Api::namespaced(client.clone(), ns);
+    api.patch(name, &PatchParams::default(), &Patch::Merge(json!({ "spec": spec })))
+        .await
+        .unwrap_or_else(|e| panic!("patching Deployer {ns}/{name}: {e}"));
+}
+
+/// The Deployer's status.
+pub async fn status(client: &Client, ns: &str, name: &str) -> Option<DeployerStatus> {
+    let api: Api<Deployer> = Api::namespaced(client.clone(), ns);
+    api.get_opt(name).await.ok().flatten().and_then(|d| d.status)
+}
+
+/// `spec.replicas` of every Deployment in the namespace, by name.
+pub async fn replicas(client: &Client, ns: &str) -> BTreeMap<String, i32> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let list = api.list(&ListParams::default()).await.unwrap_or_else(|e| panic!("listing Deployments: {e}"));
+    list.items
+        .iter()
+        .filter(|d| d.metadata.deletion_timestamp.is_none())
+        .map(|d| (d.name_any(), d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)))
+        .collect()
+}
+
+/// Waits until the Deployer reaches `phase` and returns its status.
+pub async fn wait_phase(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    phase: Phase,
+    timeout: Duration,
+) -> DeployerStatus {
+    let what = format!("Deployer {ns}/{name} to reach phase {phase}");
+    let found = Arc::new(Mutex::new(None));
+    support::wait_until(&what, timeout, || {
+        let found = found.clone();
+        async move {
+            let s = status(client, ns, name).await;
+            let done = s.as_ref().is_some_and(|s| s.phase == Some(phase));
+            if done {
+                *found.lock().expect("lock") = s;
+            }
+            done
+        }
+    })
+    .await;
+    found.lock().expect("lock").take().expect("status")
+}
+
+/// Waits until the Deployments in the namespace are exactly `expected` (name → spec.replicas).
+pub async fn wait_deployments(client: &Client, ns: &str, expected: &[(&str, i32)], timeout: Duration) {
+    let want: BTreeMap<String, i32> = expected.iter().map(|(n, r)| (n.to_string(), *r)).collect();
+    let what = format!("Deployments in {ns} to be {want:?}");
+    support::wait_until(&what, timeout, || async { replicas(client, ns).await == want }).await;
+}
+
+/// The Events about a Deployer, oldest first, as (type, reason, note).
+pub async fn events(client: &Client, ns: &str, name: &str) -> Vec<(String, String, String)> {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    let mut list: Vec<Event> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("listing Events: {e}"))
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect();
+    list.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    list.into_iter()
+        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
+}
+
+/// What an observer polling every 50 ms saw: each distinct state with the time it was first seen.
+#[derive(Clone, Debug, Default)]
+pub struct Timeline {
+    pub samples: Vec<Sample>,
+}
+
+/// One observation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub at: DateTime<Utc>,
+    pub phase: Option<Phase>,
+    pub step: Option<i32>,
+    pub wait_until: Option<DateTime<Utc>>,
+    pub replicas: BTreeMap<String, i32>,
+}
+
+impl Timeline {
+    /// For each step the Deployer waited at, the (canary, stable) replicas that held longest while
+    /// it waited. (Around each transition the world briefly shows the next step's canary before
+    /// the status says so: the operator acts first and persists after.)
+    pub fn waiting_pairs(&self, canary: &str, stable: &str) -> Vec<(i32, i32)> {
+        let mut out: Vec<(i32, (i32, i32), i64)> = Vec::new(); // (step, pair, held ms)
+        for (i, s) in self.samples.iter().enumerate() {
+            let (Some(Phase::Waiting), Some(step)) = (s.phase, s.step) else { continue };
+            let pair = (*s.replicas.get(canary).unwrap_or(&0), *s.replicas.get(stable).unwrap_or(&0));
+            let held = self.samples.get(i + 1).map_or(0, |n| (n.at - s.at).num_milliseconds());
+            match out.last_mut() {
+                Some(last) if last.0 == step => {
+                    if held > last.2 {
+                        *last = (step, pair, held);
+                    }
+                }
+                _ => out.push((step, pair, held)),
+            }
+        }
+        out.into_iter().map(|(_, pair, _)| pair).collect()
+    }
+
+    /// When `deployment` was first seen at `replicas`.
+    pub fn first_at(&self, deployment: &str, replicas: i32) -> Option<DateTime<Utc>> {
+        self.samples.iter().find(|s| s.replicas.get(deployment) == Some(&replicas)).map(|s| s.at)
+    }
+}
+
+/// Records a [`Timeline`] of a Deployer and its namespace's Deployments from two watches, so that
+/// no state, however brief, is missed.
+pub struct Recorder {
+    timeline: Arc<Mutex<Timeline>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+enum Seen {
+    Deployer(Option<Box<Deployer>>),
+    Deployment(String, Option<i32>),
+}
+
+impl Recorder {
+    /// Starts recording; returns once both watches have delivered their initial state.
+    pub async fn start(client: &Client, ns: &str, name: &str) -> Recorder {
+        use futures::StreamExt;
+        use kube::runtime::{WatchStreamExt, watcher};
+
+        let timeline = Arc::new(Mutex::new(Timeline::default()));
+        let dpls: Api<Deployer> = Api::namespaced(client.clone(), ns);
+        let deps: Api<Deployment> = Api::namespaced(client.clone(), ns);
+        let by_name = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let deployer_events = watcher(dpls, by_name).default_backoff().map(|e| match e {
+            Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d)) => vec![Seen::Deployer(Some(Box::new(d)))],
+            Ok(watcher::Event::Delete(_)) => vec![Seen::Deployer(None)],
+            _ => vec![],
+        });
+        let deployment_events =
+            watcher(deps, watcher::Config::default()).default_backoff().map(|e| match e {
+                Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d)) => {
+                    let gone = d.metadata.deletion_timestamp.is_some();
+                    let replicas = if gone { None } else { d.spec.as_ref().and_then(|s| s.replicas) };
+                    vec![Seen::Deployment(d.name_any(), replicas)]
+                }
+                Ok(watcher::Event::Delete(d)) => vec![Seen::Deployment(d.name_any(), None)],
+                _ => vec![],
+            });
+        let mut events = futures::stream::select(deployer_events, deployment_events)
+            .flat_map(futures::stream::iter)
+            .boxed();
+        let t = timeline.clone();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            let mut status: Option<DeployerStatus> = None;
+            let mut replicas: BTreeMap<String, i32> = BTreeMap::new();
+            while let Some(seen) = events.next().await {
+                match seen {
+                    Seen::Deployer(d) => status = d.and_then(|d| d.status),
+                    Seen::Deployment(n, Some(r)) => {
+                        replicas.insert(n, r);
+                    }
+                    Seen::Deployment(n, None) => {
+                        replicas.remove(&n);
+                    }
+                }
+                let sample = Sample {
+                    at: Utc::now(),
+                    phase: status.as_ref().and_then(|s| s.phase),
+                    step: status.as_ref().and_then(|s| s.current_step),
+                    wait_until: status.as_ref().and_then(|s| s.wait_until),
+                    replicas: replicas.clone(),
+                };
+                let mut t = t.lock().expect("lock");
+                if t.samples.last().is_none_or(|l| {
+                    (l.phase, l.step, l.wait_until, &l.replicas)
+                        != (sample.phase, sample.step, sample.wait_until, &sample.replicas)
+                }) {
+                    t.samples.push(sample);
+                }
+                if let Some(tx) = ready.take() {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(10), ready_rx).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Recorder { timeline, task }
+    }
+
+    /// Stops recording and returns what was seen.
+    pub fn stop(self) -> Timeline {
+        self.task.abort();
+        self.timeline.lock().expect("lock").clone()
+    }
+}
+
+/// Waits until the Deployer's status satisfies `pred` and returns it.
+pub async fn wait_status<P>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    pred: P,
+) -> DeployerStatus
+where
+    P: Fn(&DeployerStatus) -> bool,
+{
+    let found = Arc::new(Mutex::new(None));
+    let pred = &pred;
+    support::wait_until(&format!("Deployer {ns}/{name}: {what}"), timeout, || {
+        let found = found.clone();
+        async move {
+            let s = status(client, ns, name).await;
+            let ok = s.as_ref().is_some_and(pred);
+            if ok {
+                *found.lock().expect("lock") = s;
+            }
+            ok
+        }
+    })
+    .await;
+    found.lock().expect("lock").take().expect("status")
+}
+
+/// Sets up a test: a client, the CRD, a fresh namespace, and an operator watching it.
+pub async fn setup(prefix: &str) -> (Client, String, Operator) {
+    let client = support::client().await;
+    install_crd(&client).await;
+    let ns = support::namespace(&client, prefix).await;
+    let op = Operator::start(&ns);
+    (client, ns, op)
+}
+
+/// Elapsed-time helper for readable timeouts.
+pub fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// Asserts each step was announced at most once (a step is never started twice).
+pub fn assert_no_step_repeated(events: &[(String, String, String)]) {
+    let mut seen = BTreeMap::new();
+    for (_, reason, note) in events.iter().filter(|(_, r, _)| r == "StepStarted" || r == "StepCompleted") {
+        *seen.entry((reason.clone(), note.clone())).or_insert(0) += 1;
+    }
+    let repeated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "steps repeated: {repeated:?}\nall events: {events:#?}");
+}
+
+/// Fails unless `f` holds for `hold` (checked every 100 ms).
+pub async fn assert_holds<F, Fut>(what: &str, hold: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < hold {
+        assert!(f().await, "expected to hold for {hold:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

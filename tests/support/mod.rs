@@ -1,0 +1,121 @@
+//! Shared helpers for the end-to-end tests in `tests/*.rs` (each test file does `mod support;`).
+//!
+//! The tests run against the local control plane of `tests/cluster/cluster.sh` (`make cluster-up`):
+//! real kube-apiserver, etcd, controller manager and scheduler, with kwok faking nodes and pods.
+//! They never skip: without a reachable cluster every test fails with a message saying what to run.
+//!
+//! TLS: kube is built with rustls + ring only, so rustls picks ring as its process-wide provider by
+//! itself; no explicit `install_default()` (and no direct rustls dependency) is needed.
+
+// Each test file compiles this module separately and uses only some helpers; the rest would warn.
+#![allow(dead_code)]
+
+use std::{
+    future::Future,
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::{
+    Api, Client, Config,
+    api::{DeleteParams, ObjectMeta, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+
+/// Path of the kubeconfig the tests use: `$KUBECONFIG` if set, else `<repo>/.cluster/kubeconfig`
+/// (where `make cluster-up` writes it).
+pub fn kubeconfig_path() -> PathBuf {
+    match std::env::var_os("KUBECONFIG") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cluster/kubeconfig"),
+    }
+}
+
+/// The admin client configuration of the local cluster. Panics if the kubeconfig is missing or
+/// unusable.
+pub async fn config() -> Config {
+    let path = kubeconfig_path();
+    let hint = format!("local control plane not reachable at {}: run `make cluster-up`", path.display());
+    if !path.is_file() {
+        panic!("{hint} (kubeconfig file missing)");
+    }
+    let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("{hint} (bad kubeconfig: {e})"));
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{hint} (bad kubeconfig: {e})"));
+    // kube takes HTTPS_PROXY from the environment (and ignores NO_PROXY without its proxy
+    // features); a loopback apiserver is never reached through a proxy.
+    if matches!(config.cluster_url.host(), Some("127.0.0.1" | "localhost" | "[::1]")) {
+        config.proxy_url = None;
+    }
+    config
+}
+
+/// An admin client for the local cluster. Panics (never skips) if the kubeconfig is missing or the
+/// apiserver does not answer within 10 s.
+pub async fn client() -> Client {
+    let path = kubeconfig_path();
+    let hint = format!("local control plane not reachable at {}: run `make cluster-up`", path.display());
+    let client = Client::try_from(config().await).unwrap_or_else(|e| panic!("{hint} ({e})"));
+    match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
+        Ok(Ok(_)) => client,
+        Ok(Err(e)) => panic!("{hint} ({e})"),
+        Err(_) => panic!("{hint} (no answer within 10s)"),
+    }
+}
+
+/// A name unique across tests, test processes and runs: `<prefix>-<pid>-<counter><time>`, with the
+/// prefix shortened if needed so that the name fits a DNS label (63 characters).
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() % 1_000_000;
+    let suffix = format!("-{:x}-{n}{t:05}", std::process::id());
+    let keep = 63usize.saturating_sub(suffix.len()).min(prefix.len());
+    format!("{}{suffix}", prefix[..keep].trim_end_matches('-'))
+}
+
+/// Creates a fresh, uniquely named namespace (`<prefix>-…`) and waits until its `default`
+/// ServiceAccount exists (Pods are rejected before that). Returns its name.
+pub async fn namespace(client: &Client, prefix: &str) -> String {
+    let name = unique_name(prefix);
+    let ns = Namespace {
+        metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+    let sas = Api::<ServiceAccount>::namespaced(client.clone(), &name);
+    wait_until(&format!("ServiceAccount {name}/default"), Duration::from_secs(30), || async {
+        sas.get_opt("default").await.ok().flatten().is_some()
+    })
+    .await;
+    name
+}
+
+/// Deletes a namespace (best effort; kwok deletes its pods, the controller manager the rest).
+pub async fn delete_namespace(client: &Client, name: &str) {
+    let _ = Api::<Namespace>::all(client.clone()).delete(name, &DeleteParams::default()).await;
+}
+
+/// Polls `f` every 100 ms until it returns true; panics with `what` after `timeout`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if f().await {
+            return;
+        }
+        if start.elapsed() >= timeout {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
