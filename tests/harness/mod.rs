@@ -294,7 +294,9 @@ impl Recorder {
         let deps: Api<Deployment> = Api::namespaced(client.clone(), ns);
         let by_name = watcher::Config::default().fields(&format!("metadata.name={name}"));
         let deployer_events = watcher(dpls, by_name).default_backoff().map(|e| match e {
-            Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d)) => vec![Seen::Deployer(Some(Box::new(d)))],
+            Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d)) => {
+                vec![Seen::Deployer(Some(Box::new(d)))]
+            }
             Ok(watcher::Event::Delete(_)) => vec![Seen::Deployer(None)],
             _ => vec![],
         });
