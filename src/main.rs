@@ -93,6 +93,12 @@ async fn connect() -> Result<Client, String> {
     let config = kube::Config::infer().await.map_err(|e| {
         format!("no Kubernetes configuration found (set KUBECONFIG or run in a cluster): {e}")
     })?;
+    let mut config = config;
+    // A user agent of our own makes the operator's calls countable in the API server's audit log.
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(concat!("deployer-operator/", env!("CARGO_PKG_VERSION"))),
+    ));
     let url = config.cluster_url.clone();
     let client = Client::try_from(config).map_err(|e| format!("cannot build a client for {url}: {e}"))?;
     let version = tokio::time::timeout(Duration::from_secs(10), client.apiserver_version())

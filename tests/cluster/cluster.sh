@@ -411,7 +411,8 @@ EOF
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
     --service-cluster-ip-range=10.96.0.0/16 --allow-privileged=true --endpoint-reconciler-type=none \
-    --profiling=false
+    --audit-policy-file="$here/audit-policy.yaml" --audit-log-path="$LOGS/audit.log" \
+    --audit-log-maxsize=200 --audit-log-maxbackup=2 --profiling=false
   wait_for kube-apiserver 120 health kube-apiserver
   log "kube-apiserver ready after $(since "$t0")s"
 
