@@ -158,8 +158,10 @@ fn labels_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 }
 
 /// One canary step.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.pause) && self.pause && self.sleep > 0)")
+    .message("a step either sleeps or pauses until promoted (pause: true), not both"))]
 pub struct Step {
     /// Percent of the replicas the new version runs at this step (1..=100).
     #[schemars(range(min = 1, max = 100))]
@@ -168,6 +170,9 @@ pub struct Step {
     #[serde(default)]
     #[schemars(range(min = 0, max = 31536000))]
     pub sleep: i64,
+    /// Hold this step, once its replicas are available, until the rollout is promoted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pause: bool,
 }
 
 /// Phases of a rollout, as persisted in `status.phase`.
@@ -185,6 +190,9 @@ pub enum Phase {
     Done,
     /// The rollout was rolled back to the stable version.
     Aborted,
+    /// Held at the current step: by the `deploy.example.com/paused` annotation, or by a step with
+    /// `pause: true` until promoted.
+    Paused,
 }
 
 impl std::fmt::Display for Phase {
@@ -234,6 +242,19 @@ pub struct DeployerStatus {
     /// When the current step's wait ends (an absolute time: survives restarts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_until: Option<DateTime<Utc>>,
+    /// Who paused the rollout: `Annotation` (resumes when it goes) or `Step` (resumes when
+    /// promoted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_by: Option<String>,
+    /// What was left of the current step's wait when the rollout was paused (milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_wait_millis: Option<i64>,
+    /// Why the rollout was aborted: `ProgressDeadlineExceeded` or `AbortRequested`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_reason: Option<String>,
+    /// The control requests (annotation values) already carried out, so each is acted on once.
+    #[serde(default, skip_serializing_if = "Controls::is_empty")]
+    pub handled: Controls,
     /// The seed's progress block.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
@@ -241,6 +262,43 @@ pub struct DeployerStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// Annotation that pauses a rollout while its value is `"true"`.
+pub const PAUSED_ANNOTATION: &str = "deploy.example.com/paused";
+/// Annotation whose new value asks to end the current wait or pause and go to the next step.
+pub const PROMOTE_ANNOTATION: &str = "deploy.example.com/promote";
+/// Annotation whose new value asks to go to 100% now (new version up first, as always).
+pub const PROMOTE_FULL_ANNOTATION: &str = "deploy.example.com/promote-full";
+/// Annotation whose new value asks to roll back to the stable version.
+pub const ABORT_ANNOTATION: &str = "deploy.example.com/abort";
+/// Annotation whose new value asks to restart an aborted rollout from step 1.
+pub const RETRY_ANNOTATION: &str = "deploy.example.com/retry";
+
+/// One-shot control requests: the value of each request annotation. A request is carried out
+/// when its value differs from the one recorded in `status.handled`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Controls {
+    /// `deploy.example.com/promote`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote: Option<String>,
+    /// `deploy.example.com/promote-full`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote_full: Option<String>,
+    /// `deploy.example.com/abort`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<String>,
+    /// `deploy.example.com/retry`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<String>,
+}
+
+impl Controls {
+    /// Whether no request is recorded.
+    pub fn is_empty(&self) -> bool {
+        *self == Controls::default()
+    }
 }
 
 /// The seed operator's human-readable progress block (same texts).
@@ -305,7 +363,7 @@ mod tests {
         assert_eq!(d.spec.strategy, Strategy::Canary);
         assert_eq!(d.spec.deployment.version, "1.7.7");
         assert_eq!(d.spec.steps.len(), 4);
-        assert_eq!(d.spec.steps[3], Step { percent: 100, sleep: 0 });
+        assert_eq!(d.spec.steps[3], Step { percent: 100, sleep: 0, pause: false });
         assert_eq!(d.spec.progress_deadline_seconds, DEFAULT_PROGRESS_DEADLINE_SECONDS);
     }
 }

@@ -131,6 +131,7 @@ async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
         .filter(|d| d.namespace().as_deref() == Some(ns.as_str()) && resources::is_owned_by(d, &dpl))
         .collect();
     let observed: Vec<Observed> = owned.iter().filter_map(|d| resources::observe(d)).collect();
+    let (paused, requests) = resources::requests(&dpl);
     let input = Input {
         name: &name,
         namespace: &ns,
@@ -140,6 +141,8 @@ async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
         observed: &observed,
         now: Utc::now().trunc_subsecs(3),
         settings: &ctx.settings,
+        paused,
+        requests: &requests,
     };
     let decision = rollout::decide(&input);
 

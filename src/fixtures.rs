@@ -39,5 +39,5 @@ pub fn seed_spec() -> DeployerSpec {
 
 /// A step.
 pub fn step(percent: i32, sleep: i64) -> Step {
-    Step { percent, sleep }
+    Step { percent, sleep, pause: false }
 }

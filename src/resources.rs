@@ -13,7 +13,10 @@ use k8s_openapi::{
 use kube::{Resource, ResourceExt};
 
 use crate::{
-    api::{Deployer, DeploymentSpec},
+    api::{
+        ABORT_ANNOTATION, Controls, Deployer, DeploymentSpec, PAUSED_ANNOTATION, PROMOTE_ANNOTATION,
+        PROMOTE_FULL_ANNOTATION, RETRY_ANNOTATION,
+    },
     rollout::Observed,
 };
 
@@ -84,6 +87,21 @@ pub fn deployment(deployer: &Deployer, version: &str, replicas: i32) -> Option<D
         }),
         status: None,
     })
+}
+
+/// The control requests a user made with annotations: whether the rollout should be paused, and
+/// the values of the one-shot requests (promote, promote-full, abort, retry).
+pub fn requests(deployer: &Deployer) -> (bool, Controls) {
+    let a = deployer.annotations();
+    let get = |key: &str| a.get(key).filter(|v| !v.is_empty()).cloned();
+    let paused = a.get(PAUSED_ANNOTATION).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let controls = Controls {
+        promote: get(PROMOTE_ANNOTATION),
+        promote_full: get(PROMOTE_FULL_ANNOTATION),
+        abort: get(ABORT_ANNOTATION),
+        retry: get(RETRY_ANNOTATION),
+    };
+    (paused, controls)
 }
 
 /// Whether `d` belongs to `deployer`: it carries the deployer label with its name AND a

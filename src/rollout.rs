@@ -25,7 +25,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::{
-    api::{Condition, DeployerSpec, DeployerStatus, Phase, Progress, Step},
+    api::{Condition, Controls, DeployerSpec, DeployerStatus, Phase, Progress, Step},
     replicas::split,
 };
 
@@ -65,6 +65,10 @@ pub struct Input<'a> {
     pub now: DateTime<Utc>,
     /// Tunables that are not part of the API.
     pub settings: &'a Settings,
+    /// Whether the `deploy.example.com/paused` annotation asks for a pause.
+    pub paused: bool,
+    /// The control request annotations' values (promote, promote-full, abort, retry).
+    pub requests: &'a Controls,
 }
 
 /// Tunables of the core.
@@ -142,7 +146,37 @@ enum State {
     /// One version at full size.
     Done,
     /// Rolled back to the stable during step `step`.
-    Aborted { step: usize },
+    Aborted { step: usize, reason: AbortReason },
+    /// Held at step `step`, with `left` of its wait still to run once resumed (`None`: paused
+    /// while scaling, or at a pause step).
+    Paused { step: usize, left: Option<TimeDelta>, by: Pauser },
+}
+
+/// Why a rollout was aborted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AbortReason {
+    /// The canary did not become available within the progress deadline.
+    ProgressDeadlineExceeded,
+    /// Someone asked for it (`deploy.example.com/abort`).
+    AbortRequested,
+}
+
+impl AbortReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            AbortReason::ProgressDeadlineExceeded => "ProgressDeadlineExceeded",
+            AbortReason::AbortRequested => "AbortRequested",
+        }
+    }
+}
+
+/// Who paused a rollout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pauser {
+    /// The `deploy.example.com/paused` annotation: resumes when it goes.
+    Annotation,
+    /// A step with `pause: true`: resumes when promoted.
+    Step,
 }
 
 /// The rollout's memory, as recalled from the status.
@@ -155,6 +189,8 @@ struct Memory {
     /// Fingerprint of the steps the rollout runs.
     plan: String,
     state: State,
+    /// Control requests already carried out.
+    handled: Controls,
 }
 
 /// Computes the next action of a Deployer's rollout. Pure; see the module documentation.
@@ -175,7 +211,7 @@ pub fn decide(input: &Input) -> Decision {
         && let Some(old) = mem.canary.clone().filter(|old| old != target)
         && input.observed.iter().any(|o| o.version == old && !o.deleting && full(o))
     {
-        mem = Memory { stable: Some(old), canary: None, plan: mem.plan, state: State::Done };
+        mem = Memory { stable: Some(old), canary: None, state: State::Done, ..mem };
     }
     match mem.stable.clone() {
         None => {
@@ -192,6 +228,7 @@ pub fn decide(input: &Input) -> Decision {
                     canary: Some(target.to_string()),
                     plan: fingerprint(&FIRST_DEPLOY),
                     state: State::Scaling { step: 0, since: input.now },
+                    handled: mem.handled,
                 };
             }
         }
@@ -208,7 +245,8 @@ pub fn decide(input: &Input) -> Decision {
         }
         Some(stable) => {
             if mem.canary.as_deref() == Some(target) {
-                let stepping = matches!(mem.state, State::Scaling { .. } | State::Waiting { .. });
+                let stepping =
+                    matches!(mem.state, State::Scaling { .. } | State::Waiting { .. } | State::Paused { .. });
                 if mem.plan != fingerprint(&steps) && !matches!(mem.state, State::Aborted { .. }) {
                     // Init has not started a step yet: it simply runs the new plan.
                     if stepping {
@@ -240,7 +278,10 @@ pub fn decide(input: &Input) -> Decision {
     let first = mem.stable.is_none() || mem.plan == fingerprint(&FIRST_DEPLOY);
     let plan: &[Step] = if first { &FIRST_DEPLOY } else { &steps };
 
-    // 2. Advance the state machine as far as the observations allow. A state that is complete
+    // 2. Control requests: each new annotation value is carried out once.
+    control(input, &mut mem, plan, &mut notes);
+
+    // 3. Advance the state machine as far as the observations allow. A state that is complete
     // hands over to the next; if completing it took moves (a shrink, a delete), those are made
     // and the new state is persisted, and the next reconcile carries on from there. A state left
     // for another reason (a wait ran out, a deadline passed) drops its own moves.
@@ -251,6 +292,7 @@ pub fn decide(input: &Input) -> Decision {
     // Each pass moves strictly forward through the plan; the bound is a belt for the braces.
     let mut passes = 3 * plan.len() + 8;
     loop {
+        hold_or_resume(input, &mut mem, plan, &mut notes);
         let goal = targets(&mem, plan, replicas);
         // Availability is protected once there is a stable version; a first deploy that never
         // ran in full promised none, so what it superseded goes at once.
@@ -269,22 +311,27 @@ pub fn decide(input: &Input) -> Decision {
             State::Scaling { since, .. } => (mem.stable.is_some() && input.now >= *since + deadline, false),
             State::Waiting { until, .. } => (input.now >= *until, false),
             State::Finalizing => (moves.reached, true),
-            State::Done | State::Aborted { .. } => (false, false),
+            State::Done | State::Aborted { .. } | State::Paused { .. } => (false, false),
         };
         if !next {
             break;
         }
         let next = match &mem.state {
             State::Init => State::Scaling { step: 0, since: input.now },
+            State::Scaling { step, .. } if completed && plan[*step].pause && mem.stable.is_some() => {
+                State::Paused { step: *step, left: None, by: Pauser::Step }
+            }
             State::Scaling { step, .. } if completed => {
                 State::Waiting { step: *step, until: input.now + secs(plan[*step].sleep) }
             }
-            State::Scaling { step, .. } => State::Aborted { step: *step },
+            State::Scaling { step, .. } => {
+                State::Aborted { step: *step, reason: AbortReason::ProgressDeadlineExceeded }
+            }
             State::Waiting { step, .. } if step + 1 < plan.len() => {
                 State::Scaling { step: step + 1, since: input.now }
             }
             State::Waiting { .. } => State::Finalizing,
-            State::Finalizing | State::Done | State::Aborted { .. } => State::Done,
+            State::Finalizing | State::Done | State::Aborted { .. } | State::Paused { .. } => State::Done,
         };
         // A first deploy is announced when it starts and when it is done, not step by step.
         if mem.stable.is_some() || next == State::Done {
@@ -307,14 +354,107 @@ pub fn decide(input: &Input) -> Decision {
     Decision { apply: moves.apply, delete: moves.delete, status, notes, requeue }
 }
 
+/// Carries out new control requests (annotation values not yet in `status.handled`), at most one
+/// per reconcile, in order of precedence: abort, retry, promote-full, promote. The others that
+/// arrived at the same time are recorded as handled and have no effect. On a rollout that is not
+/// in progress (Done, Finalizing, a first deploy) promote and abort do nothing.
+fn control(input: &Input, mem: &mut Memory, plan: &[Step], notes: &mut Vec<Note>) {
+    let req = input.requests;
+    let new = |asked: &Option<String>, done: &Option<String>| asked.is_some() && asked != done;
+    let abort = new(&req.abort, &mem.handled.abort);
+    let retry = new(&req.retry, &mem.handled.retry);
+    let full = new(&req.promote_full, &mem.handled.promote_full);
+    let promote = new(&req.promote, &mem.handled.promote);
+    // Init prepares the rollout (the stable back at R, an abandoned canary removed): a promote
+    // that arrives then waits for step 1 rather than skip that.
+    let deferred = matches!(mem.state, State::Init) && (full || promote);
+    let handled = Controls {
+        promote: if deferred { mem.handled.promote.clone() } else { req.promote.clone() },
+        promote_full: if deferred { mem.handled.promote_full.clone() } else { req.promote_full.clone() },
+        ..req.clone()
+    };
+    mem.handled = handled;
+    let (full, promote) = (full && !deferred, promote && !deferred);
+    let (replicas, deadline) = (input.spec.deployment.replicas, input.spec.progress_deadline_seconds);
+    let last = plan.len() - 1;
+    let step = match mem.state {
+        State::Init => Some(0),
+        State::Scaling { step, .. } | State::Waiting { step, .. } | State::Paused { step, .. } => Some(step),
+        _ => None,
+    };
+    let in_flight = mem.stable.is_some() && mem.canary.is_some();
+    let canary = mem.canary.clone().unwrap_or_default();
+    match step.filter(|_| in_flight) {
+        Some(step) if abort => {
+            let next = State::Aborted { step, reason: AbortReason::AbortRequested };
+            notes.push(announce(mem, &next, plan, replicas, deadline));
+            mem.state = next;
+        }
+        _ if abort => {}
+        _ if retry => {
+            if matches!(mem.state, State::Aborted { .. }) && in_flight {
+                notes.push(normal("RetryRequested", format!("retrying {canary} from step 1")));
+                mem.state = State::Init;
+            }
+        }
+        Some(_) if full => {
+            notes.push(normal("PromoteFullRequested", format!("promoting {canary} to 100% now")));
+            mem.state = State::Scaling { step: last, since: input.now };
+        }
+        Some(step) if promote && !full => {
+            notes.push(normal("PromoteRequested", format!("promoting {canary} past step {}", step + 1)));
+            mem.state = match mem.state {
+                _ if step < last => State::Scaling { step: step + 1, since: input.now },
+                _ => {
+                    notes.push(announce(mem, &State::Finalizing, plan, replicas, deadline));
+                    mem.stable = mem.canary.take();
+                    State::Finalizing
+                }
+            };
+        }
+        _ => {}
+    }
+}
+
+/// Pauses a stepping rollout while the paused annotation is set (a running wait keeps what it had
+/// left), and resumes an annotation pause once it is gone.
+fn hold_or_resume(input: &Input, mem: &mut Memory, plan: &[Step], notes: &mut Vec<Note>) {
+    let next = match (&mem.state, input.paused) {
+        (State::Scaling { step, .. }, true) if mem.stable.is_some() => {
+            State::Paused { step: *step, left: None, by: Pauser::Annotation }
+        }
+        (State::Waiting { step, until }, true) => {
+            let left = (*until - input.now).max(TimeDelta::zero());
+            State::Paused { step: *step, left: Some(left), by: Pauser::Annotation }
+        }
+        (State::Paused { step, left, by: Pauser::Annotation }, false) => {
+            notes.push(normal("Resumed", format!("resumed at step {}/{}", step + 1, plan.len())));
+            match left {
+                Some(left) => State::Waiting { step: *step, until: input.now + *left },
+                None => State::Scaling { step: *step, since: input.now },
+            }
+        }
+        _ => return,
+    };
+    if matches!(next, State::Paused { .. }) {
+        notes.push(announce(mem, &next, plan, input.spec.deployment.replicas, input.spec.progress_deadline_seconds));
+    }
+    mem.state = next;
+}
+
+/// `24s`: a duration as whole seconds, rounded up.
+fn seconds_text(d: TimeDelta) -> String {
+    format!("{}s", (d.num_milliseconds().max(0) + 999) / 1000)
+}
+
 /// The implied final step of a rollout, and the single step of a first deploy.
-const FIRST_DEPLOY: [Step; 1] = [Step { percent: 100, sleep: 0 }];
+const FIRST_DEPLOY: [Step; 1] = [Step { percent: 100, sleep: 0, pause: false }];
 
 /// The spec's steps with a final 100% step appended when the last one is below 100.
 pub fn normalized_steps(steps: &[Step]) -> Vec<Step> {
     let mut out = steps.to_vec();
     if out.last().is_none_or(|s| s.percent < 100) {
-        out.push(Step { percent: 100, sleep: 0 });
+        out.push(Step { percent: 100, sleep: 0, pause: false });
     }
     out
 }
@@ -372,8 +512,8 @@ fn validate(input: &Input) -> Result<(), String> {
 pub fn halted(input: &Input, reason: &'static str, message: String) -> Decision {
     let mut status = input.status.cloned().unwrap_or_default();
     let already = status.condition("Ready").is_some_and(|c| c.reason == reason && c.message == message);
-    set_condition(&mut status.conditions, input, "Ready", false, reason, &message);
-    set_condition(&mut status.conditions, input, "Progressing", false, reason, &message);
+    set_condition(&mut status.conditions, input, "Ready", "False", reason, &message);
+    set_condition(&mut status.conditions, input, "Progressing", "False", reason, &message);
     status.observed_generation = Some(input.generation);
     let notes =
         if already { Vec::new() } else { vec![Note { severity: Severity::Warning, reason, message }] };
@@ -392,13 +532,28 @@ fn recall(status: Option<&DeployerStatus>, now: DateTime<Utc>) -> Option<Memory>
         Phase::Waiting => State::Waiting { step, until: status.wait_until.unwrap_or(now) },
         Phase::Finalizing => State::Finalizing,
         Phase::Done => State::Done,
-        Phase::Aborted => State::Aborted { step },
+        Phase::Aborted => State::Aborted {
+            step,
+            reason: match status.abort_reason.as_deref() {
+                Some("AbortRequested") => AbortReason::AbortRequested,
+                _ => AbortReason::ProgressDeadlineExceeded,
+            },
+        },
+        Phase::Paused => State::Paused {
+            step,
+            left: status.paused_wait_millis.map(TimeDelta::milliseconds),
+            by: match status.paused_by.as_deref() {
+                Some("Step") => Pauser::Step,
+                _ => Pauser::Annotation,
+            },
+        },
     };
     Some(Memory {
         stable: status.stable_version.clone(),
         canary: status.canary_version.clone(),
         plan: status.plan.clone().unwrap_or_default(),
         state,
+        handled: status.handled.clone(),
     })
 }
 
@@ -412,7 +567,7 @@ fn adopt(observed: &[Observed], target: &str) -> Memory {
         live().max_by_key(|o| (o.available, o.replicas)).map(|o| o.version.clone())
     };
     let state = if stable.is_some() { State::Done } else { State::Init };
-    Memory { stable, canary: None, plan: String::new(), state }
+    Memory { stable, canary: None, plan: String::new(), state, handled: Controls::default() }
 }
 
 /// The replicas each version should run in the memory's current state.
@@ -423,7 +578,11 @@ fn targets(mem: &Memory, plan: &[Step], replicas: i32) -> Vec<(String, i32)> {
             goal.push((stable.clone(), replicas));
             goal.push((canary.clone(), 0));
         }
-        (State::Scaling { step, .. } | State::Waiting { step, .. }, stable, Some(canary)) => {
+        (
+            State::Scaling { step, .. } | State::Waiting { step, .. } | State::Paused { step, .. },
+            stable,
+            Some(canary),
+        ) => {
             let s = split(replicas, plan[(*step).min(plan.len() - 1)].percent);
             goal.push((canary.clone(), s.canary));
             if let Some(stable) = stable {
@@ -535,7 +694,7 @@ fn announce(mem: &Memory, next: &State, plan: &[Step], replicas: i32, deadline: 
         State::Done => {
             normal("RolloutComplete", format!("{} runs {replicas} replicas", stable.unwrap_or(canary)))
         }
-        State::Aborted { step } => Note {
+        State::Aborted { step, reason: AbortReason::ProgressDeadlineExceeded } => Note {
             severity: Severity::Warning,
             reason: "ProgressDeadlineExceeded",
             message: format!(
@@ -544,6 +703,22 @@ fn announce(mem: &Memory, next: &State, plan: &[Step], replicas: i32, deadline: 
                 stable.unwrap_or("?")
             ),
         },
+        State::Aborted { step, reason: AbortReason::AbortRequested } => Note {
+            severity: Severity::Warning,
+            reason: "AbortRequested",
+            message: format!("abort requested at step {}/{n}: rolling back to {}", step + 1, stable.unwrap_or("?")),
+        },
+        State::Paused { step, by: Pauser::Step, .. } => normal(
+            "StepPaused",
+            format!("step {}/{n} in place ({}); paused until promoted", step + 1, pair(*step)),
+        ),
+        State::Paused { step, left, by: Pauser::Annotation } => normal(
+            "Paused",
+            match left {
+                Some(left) => format!("paused at step {}/{n} with {} of the wait left", step + 1, seconds_text(*left)),
+                None => format!("paused at step {}/{n}", step + 1),
+            },
+        ),
         State::Init => normal("RolloutStarted", format!("rolling out {canary}")),
     }
 }
@@ -584,7 +759,19 @@ fn status_of(input: &Input, mem: &Memory, plan: &[Step], replicas: i32) -> Deplo
         }
         State::Finalizing => (Phase::Finalizing, n, Some(100), old.progress.clone()),
         State::Done => (Phase::Done, n, None, old.progress.clone()),
-        State::Aborted { step } => (Phase::Aborted, step + 1, Some(0), old.progress.clone()),
+        State::Aborted { step, .. } => (Phase::Aborted, step + 1, Some(0), old.progress.clone()),
+        State::Paused { step, left, .. } => (
+            Phase::Paused,
+            step + 1,
+            Some(plan[*step].percent),
+            Some(progress_of(
+                *step,
+                match left {
+                    Some(left) => format!("paused, {} till next step once resumed", seconds_text(*left)),
+                    None => "paused until promoted".to_string(),
+                },
+            )),
+        ),
     };
     let mut status = DeployerStatus {
         observed_generation: Some(input.generation),
@@ -605,6 +792,20 @@ fn status_of(input: &Input, mem: &Memory, plan: &[Step], replicas: i32) -> Deplo
             State::Waiting { until, .. } => Some(until),
             _ => None,
         },
+        paused_by: match mem.state {
+            State::Paused { by: Pauser::Step, .. } => Some("Step".into()),
+            State::Paused { by: Pauser::Annotation, .. } => Some("Annotation".into()),
+            _ => None,
+        },
+        paused_wait_millis: match mem.state {
+            State::Paused { left: Some(left), .. } => Some(left.num_milliseconds()),
+            _ => None,
+        },
+        abort_reason: match mem.state {
+            State::Aborted { reason, .. } => Some(reason.as_str().to_string()),
+            _ => None,
+        },
+        handled: mem.handled.clone(),
         progress,
         conditions: old.conditions.clone(),
     };
@@ -618,7 +819,7 @@ fn conditions(input: &Input, mem: &Memory, status: &mut DeployerStatus, n: usize
     let stable = mem.stable.as_deref().unwrap_or("?");
     let replicas = input.spec.deployment.replicas;
     let step_text = status.step.clone().unwrap_or_default();
-    let (ready, progressing): ((bool, &str, String), (bool, &str, String)) = match &mem.state {
+    let (ready, progressing): ((&str, &str, String), (&str, &str, String)) = match &mem.state {
         State::Done => {
             let available = input
                 .observed
@@ -626,18 +827,32 @@ fn conditions(input: &Input, mem: &Memory, status: &mut DeployerStatus, n: usize
                 .find(|o| o.version == stable && !o.deleting)
                 .is_some_and(|o| o.synced && o.replicas == replicas && o.available >= replicas);
             let ready = if available {
-                (true, "Available", format!("{stable} runs {replicas} available replicas"))
+                ("True", "Available", format!("{stable} runs {replicas} available replicas"))
             } else {
-                (false, "Unavailable", format!("{stable} has fewer than {replicas} available replicas"))
+                ("False", "Unavailable", format!("{stable} has fewer than {replicas} available replicas"))
             };
-            (ready, (false, "Complete", format!("{stable} is rolled out")))
+            (ready, ("False", "Complete", format!("{stable} is rolled out")))
         }
-        State::Aborted { step } => {
-            let msg = format!(
-                "{canary} was not available in time at step {}/{n}; rolled back to {stable}",
-                step + 1
-            );
-            ((false, "Aborted", msg.clone()), (false, "ProgressDeadlineExceeded", msg))
+        State::Aborted { step, reason } => {
+            let msg = match reason {
+                AbortReason::ProgressDeadlineExceeded => format!(
+                    "{canary} was not available in time at step {}/{n}; rolled back to {stable}",
+                    step + 1
+                ),
+                AbortReason::AbortRequested => {
+                    format!("abort requested at step {}/{n}; rolled back to {stable}", step + 1)
+                }
+            };
+            (("False", "Aborted", msg.clone()), ("False", reason.as_str(), msg))
+        }
+        State::Paused { step, by, .. } => {
+            let msg = match by {
+                Pauser::Step => format!("{canary} paused at step {}/{n} until promoted", step + 1),
+                Pauser::Annotation => {
+                    format!("{canary} paused at step {}/{n} by deploy.example.com/paused", step + 1)
+                }
+            };
+            (("False", "Paused", msg.clone()), ("Unknown", "Paused", msg))
         }
         State::Scaling { since, .. }
             if mem.stable.is_none()
@@ -645,7 +860,7 @@ fn conditions(input: &Input, mem: &Memory, status: &mut DeployerStatus, n: usize
         {
             let msg =
                 format!("{canary} has not become available within {}s", input.spec.progress_deadline_seconds);
-            ((false, "RolloutInProgress", msg.clone()), (false, "ProgressDeadlineExceeded", msg))
+            (("False", "RolloutInProgress", msg.clone()), ("False", "ProgressDeadlineExceeded", msg))
         }
         _ => {
             let msg = match &mem.stable {
@@ -653,23 +868,23 @@ fn conditions(input: &Input, mem: &Memory, status: &mut DeployerStatus, n: usize
                 Some(_) if mem.canary.is_none() => format!("settling on {stable}"),
                 Some(_) => format!("rolling out {canary} over {stable}: step {step_text}"),
             };
-            ((false, "RolloutInProgress", msg.clone()), (true, "RolloutInProgress", msg))
+            (("False", "RolloutInProgress", msg.clone()), ("True", "RolloutInProgress", msg))
         }
     };
     set_condition(&mut status.conditions, input, "Ready", ready.0, ready.1, &ready.2);
     set_condition(&mut status.conditions, input, "Progressing", progressing.0, progressing.1, &progressing.2);
 }
 
-/// Sets a condition, keeping its `lastTransitionTime` unless its status flips.
+/// Sets a condition (status `True`, `False` or `Unknown`), keeping its `lastTransitionTime`
+/// unless its status flips.
 fn set_condition(
     conds: &mut Vec<Condition>,
     input: &Input,
     type_: &str,
-    ok: bool,
+    status: &str,
     reason: &str,
     message: &str,
 ) {
-    let status = if ok { "True" } else { "False" };
     let next = Condition {
         type_: type_.to_string(),
         status: status.to_string(),

@@ -20,6 +20,10 @@ struct World {
     now: DateTime<Utc>,
     notes: Vec<Note>,
     settings: Settings,
+    /// The paused annotation.
+    paused: bool,
+    /// The control request annotations.
+    requests: Controls,
 }
 
 impl World {
@@ -33,6 +37,8 @@ impl World {
             now: Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).single().expect("valid time"),
             notes: Vec::new(),
             settings: Settings::default(),
+            paused: false,
+            requests: Controls::default(),
         }
     }
 
@@ -55,6 +61,8 @@ impl World {
             observed: &observed,
             now: self.now,
             settings: &self.settings,
+            paused: self.paused,
+            requests: &self.requests,
         })
     }
 
@@ -586,6 +594,9 @@ enum Op {
     Break(usize),
     ScaleByHand(usize, i32),
     DeleteByHand(usize),
+    TogglePause,
+    /// 0: promote, 1: promote-full, 2: abort, 3: retry.
+    Request(usize),
 }
 
 const VERSIONS: [&str; 3] = ["1.0.0", "2.0.0", "3.0.0"];
@@ -609,6 +620,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..VERSIONS.len()).prop_map(Op::Break),
         1 => ((0..VERSIONS.len()), 0i32..30).prop_map(|(v, n)| Op::ScaleByHand(v, n)),
         1 => (0..VERSIONS.len()).prop_map(Op::DeleteByHand),
+        1 => Just(Op::TogglePause),
+        1 => (0..4usize).prop_map(Op::Request),
     ]
 }
 
@@ -642,6 +655,7 @@ proptest! {
         // Whether someone resized a Deployment by hand.
         let mut tampered = false;
         let mut last_replicas = replicas;
+        let mut requests = 0;
 
         for op in ops {
             match op {
@@ -722,14 +736,38 @@ proptest! {
                     }
                 }
                 Op::DeleteByHand(i) => { w.deployments.remove(VERSIONS[i]); }
+                Op::TogglePause => w.paused = !w.paused,
+                Op::Request(kind) => {
+                    requests += 1;
+                    let token = Some(format!("r{requests}"));
+                    match kind {
+                        0 => w.requests.promote = token,
+                        1 => w.requests.promote_full = token,
+                        2 => w.requests.abort = token,
+                        _ => {
+                            w.requests.retry = token;
+                            // A retry restarts the rollout from step 1 on purpose.
+                            last_step = None;
+                        }
+                    }
+                }
             }
         }
 
         // However it got here, left alone the rollout ends with exactly one Deployment at R:
-        // the target version when Done, the stable when Aborted. The one exception is a stable
+        // the target version when Done, the stable when Aborted (once unpaused and, at a pause
+        // step, promoted). The one exception is a stable
         // whose own pods are unavailable: the operator then keeps the pods that still serve
         // rather than delete them, and the rollout waits (documented in docs/design.md).
+        w.paused = false;
         w.converge();
+        for i in 0..10 {
+            if w.phase() != Phase::Paused {
+                break;
+            }
+            w.requests.promote = Some(format!("final{i}"));
+            w.converge();
+        }
         let s = w.status.clone().expect("status");
         let r = w.spec.deployment.replicas;
         let target = w.spec.deployment.version.clone();
@@ -758,4 +796,206 @@ proptest! {
             other => prop_assert!(stable_broken, "unsettled phase {:?}: {:?} {:?}", other, s, w.deployments),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Controls: pause, resume, promote, promote-full, abort, retry, pause steps.
+
+/// The seed, rolling out 1.7.8 and waiting at step 1 (1/9) with 60 s to go.
+fn seed_waiting() -> World {
+    let mut w = World::seed_done();
+    w.edit(|s| s.deployment.version = "1.7.8".into());
+    for _ in 0..3 {
+        w.reconcile();
+        w.settle();
+    }
+    assert_eq!((w.phase(), w.pair()), (Phase::Waiting, (Some(1), Some(9))));
+    w
+}
+
+fn request(w: &mut World, f: impl FnOnce(&mut Controls, String)) {
+    let token = format!("t{}", w.now.timestamp_millis());
+    f(&mut w.requests, token);
+}
+
+#[test]
+fn a_pause_freezes_a_wait_and_a_resume_gives_back_the_time_it_had_left() {
+    let mut w = seed_waiting();
+    w.advance(20.0);
+    w.paused = true;
+    w.reconcile();
+    let s = w.status.clone().expect("status");
+    assert_eq!(s.phase, Some(Phase::Paused));
+    assert_eq!(s.paused_wait_millis, Some(40_000));
+    assert_eq!(s.progress.as_ref().map(|p| p.wait.as_str()), Some("paused, 40s till next step once resumed"));
+    assert_eq!(s.condition("Progressing").map(|c| (c.status.as_str(), c.reason.as_str())), Some(("Unknown", "Paused")));
+    assert_eq!(w.decide().requeue, None, "no timer while paused");
+    // An hour later (or after any number of restarts) it is still paused, at the same step.
+    w.advance(3600.0);
+    let d = w.reconcile();
+    assert!(d.apply.is_empty() && d.notes.is_empty());
+    assert_eq!((w.phase(), w.pair()), (Phase::Paused, (Some(1), Some(9))));
+    // Resumed: the wait runs for the 40 s it had left.
+    w.paused = false;
+    w.reconcile();
+    let s = w.status.clone().expect("status");
+    assert_eq!(s.phase, Some(Phase::Waiting));
+    assert_eq!(s.wait_until, Some(w.now + TimeDelta::seconds(40)));
+    assert!(w.reasons().contains(&"Paused") && w.reasons().contains(&"Resumed"));
+}
+
+#[test]
+fn a_pause_during_scaling_holds_the_step_until_resumed() {
+    let mut w = World::seed_done();
+    w.edit(|s| s.deployment.version = "1.7.8".into());
+    w.reconcile();
+    w.settle();
+    w.reconcile(); // Scaling step 1: canary to 1
+    w.paused = true;
+    w.reconcile();
+    assert_eq!(w.phase(), Phase::Paused);
+    w.settle();
+    for _ in 0..3 {
+        w.advance(1000.0);
+        w.reconcile();
+    }
+    assert_eq!(w.phase(), Phase::Paused, "no progress deadline and no next step while paused");
+    // The paused step's own replicas are held (its scaling completes); nothing moves beyond it.
+    assert_eq!(w.pair(), (Some(1), Some(9)));
+    w.paused = false;
+    w.reconcile();
+    assert_eq!((w.phase(), w.pair()), (Phase::Waiting, (Some(1), Some(9))));
+}
+
+#[test]
+fn a_pause_step_waits_until_promoted() {
+    let mut w = World::seed_done();
+    w.edit(|s| {
+        s.deployment.version = "1.7.8".into();
+        s.steps = vec![Step { percent: 50, sleep: 0, pause: true }];
+    });
+    for _ in 0..3 {
+        w.reconcile();
+        w.settle();
+    }
+    let s = w.status.clone().expect("status");
+    assert_eq!((s.phase, s.paused_by.as_deref()), (Some(Phase::Paused), Some("Step")));
+    assert_eq!(s.progress.as_ref().map(|p| p.wait.as_str()), Some("paused until promoted"));
+    assert_eq!(w.pair(), (Some(5), Some(5)));
+    w.advance(10_000.0);
+    w.reconcile();
+    assert_eq!(w.phase(), Phase::Paused);
+    // The paused annotation coming and going does not end a pause step: only promote does.
+    w.paused = true;
+    w.reconcile();
+    w.paused = false;
+    w.reconcile();
+    assert_eq!(w.phase(), Phase::Paused);
+    request(&mut w, |r, t| r.promote = Some(t));
+    w.converge();
+    assert_eq!(w.phase(), Phase::Done);
+    assert_eq!(w.deployments.keys().collect::<Vec<_>>(), ["1.7.8"]);
+}
+
+#[test]
+fn promote_ends_the_wait_and_goes_to_the_next_step_once_per_request() {
+    let mut w = seed_waiting();
+    request(&mut w, |r, t| r.promote = Some(t));
+    let d = w.reconcile();
+    assert_eq!(scales(&d), [("1.7.8", 3)], "step 2: the canary goes up first");
+    assert_eq!(w.status.as_ref().and_then(|s| s.current_step), Some(2));
+    assert!(w.reasons().contains(&"PromoteRequested"));
+    // The same request is not carried out twice.
+    w.settle();
+    w.reconcile();
+    w.settle();
+    w.reconcile();
+    assert_eq!((w.phase(), w.status.as_ref().and_then(|s| s.current_step)), (Phase::Waiting, Some(2)));
+}
+
+#[test]
+fn promote_during_scaling_moves_on_to_the_next_step() {
+    let mut w = World::seed_done();
+    w.edit(|s| s.deployment.version = "1.7.8".into());
+    w.reconcile();
+    w.settle();
+    w.reconcile();
+    assert_eq!(w.phase(), Phase::Scaling);
+    request(&mut w, |r, t| r.promote = Some(t));
+    let d = w.reconcile();
+    assert_eq!(w.status.as_ref().and_then(|s| s.current_step), Some(2));
+    assert_eq!(scales(&d), [("1.7.8", 3)]);
+}
+
+#[test]
+fn promote_full_goes_to_100_percent_surge_first() {
+    let mut w = seed_waiting();
+    request(&mut w, |r, t| r.promote_full = Some(t));
+    let d = w.reconcile();
+    assert_eq!(scales(&d), [("1.7.8", 10)], "the canary goes to 10 before the stable comes down");
+    assert_eq!(w.status.as_ref().and_then(|s| s.step.clone()).as_deref(), Some("4/4"));
+    w.settle();
+    let d = w.reconcile();
+    assert_eq!(scales(&d), [("1.7.7", 0)]);
+    w.converge();
+    assert_eq!(w.deployments.keys().collect::<Vec<_>>(), ["1.7.8"]);
+}
+
+#[test]
+fn abort_rolls_back_and_retry_restarts_from_step_1() {
+    let mut w = seed_waiting();
+    w.advance(60.0);
+    w.reconcile();
+    w.settle();
+    w.reconcile();
+    assert_eq!(w.pair(), (Some(3), Some(7)));
+    request(&mut w, |r, t| r.abort = Some(t));
+    let d = w.reconcile();
+    let s = w.status.clone().expect("status");
+    assert_eq!((s.phase, s.abort_reason.as_deref()), (Some(Phase::Aborted), Some("AbortRequested")));
+    assert_eq!(s.condition("Progressing").map(|c| c.reason.as_str()), Some("AbortRequested"));
+    assert_eq!(scales(&d), [("1.7.7", 10)], "the stable comes back first");
+    assert!(d.delete.is_empty());
+    w.converge();
+    assert_eq!(w.deployments.keys().collect::<Vec<_>>(), ["1.7.7"]);
+    assert!(w.notes.iter().any(|n| n.reason == "AbortRequested" && n.severity == Severity::Warning));
+
+    request(&mut w, |r, t| r.retry = Some(t));
+    w.reconcile();
+    assert_eq!(w.phase(), Phase::Init);
+    w.settle();
+    w.reconcile();
+    assert_eq!(w.status.as_ref().and_then(|s| s.current_step), Some(1));
+    w.converge();
+    assert_eq!(w.deployments.keys().collect::<Vec<_>>(), ["1.7.8"]);
+}
+
+#[test]
+fn a_finished_rollout_ignores_promote_and_abort_and_records_them() {
+    let mut w = World::seed_done();
+    request(&mut w, |r, t| {
+        r.promote = Some(t.clone());
+        r.abort = Some(t);
+    });
+    let d = w.reconcile();
+    assert!(d.apply.is_empty() && d.delete.is_empty() && d.notes.is_empty());
+    assert_eq!(w.phase(), Phase::Done);
+    assert_eq!(w.status.as_ref().map(|s| s.handled.clone()), Some(w.requests.clone()));
+    // A later rollout does not replay those old requests.
+    w.edit(|s| s.deployment.version = "1.7.8".into());
+    w.converge();
+    assert_eq!(w.phase(), Phase::Done);
+    assert_eq!(w.deployments.keys().collect::<Vec<_>>(), ["1.7.8"]);
+}
+
+#[test]
+fn abort_takes_precedence_over_promote() {
+    let mut w = seed_waiting();
+    request(&mut w, |r, t| {
+        r.promote_full = Some(t.clone());
+        r.promote = Some(t.clone());
+        r.abort = Some(t);
+    });
+    w.reconcile();
+    assert_eq!(w.phase(), Phase::Aborted);
 }
