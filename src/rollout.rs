@@ -391,26 +391,29 @@ fn control(input: &Input, mem: &mut Memory, plan: &[Step], notes: &mut Vec<Note>
             mem.state = next;
         }
         _ if abort => {}
-        _ if retry => {
-            if matches!(mem.state, State::Aborted { .. }) && in_flight {
-                notes.push(normal("RetryRequested", format!("retrying {canary} from step 1")));
-                mem.state = State::Init;
-            }
+        _ if retry && in_flight && matches!(mem.state, State::Aborted { .. }) => {
+            notes.push(normal("RetryRequested", format!("retrying {canary} from step 1")));
+            mem.state = State::Init;
         }
+        _ if retry => {}
         Some(_) if full => {
             notes.push(normal("PromoteFullRequested", format!("promoting {canary} to 100% now")));
-            mem.state = State::Scaling { step: last, since: input.now };
+            let next = State::Scaling { step: last, since: input.now };
+            notes.push(announce(mem, &next, plan, replicas, deadline));
+            mem.state = next;
         }
-        Some(step) if promote && !full => {
+        Some(step) if promote => {
             notes.push(normal("PromoteRequested", format!("promoting {canary} past step {}", step + 1)));
-            mem.state = match mem.state {
-                _ if step < last => State::Scaling { step: step + 1, since: input.now },
-                _ => {
-                    notes.push(announce(mem, &State::Finalizing, plan, replicas, deadline));
-                    mem.stable = mem.canary.take();
-                    State::Finalizing
-                }
+            let next = if step < last {
+                State::Scaling { step: step + 1, since: input.now }
+            } else {
+                State::Finalizing
             };
+            notes.push(announce(mem, &next, plan, replicas, deadline));
+            if next == State::Finalizing {
+                mem.stable = mem.canary.take();
+            }
+            mem.state = next;
         }
         _ => {}
     }
@@ -437,7 +440,13 @@ fn hold_or_resume(input: &Input, mem: &mut Memory, plan: &[Step], notes: &mut Ve
         _ => return,
     };
     if matches!(next, State::Paused { .. }) {
-        notes.push(announce(mem, &next, plan, input.spec.deployment.replicas, input.spec.progress_deadline_seconds));
+        notes.push(announce(
+            mem,
+            &next,
+            plan,
+            input.spec.deployment.replicas,
+            input.spec.progress_deadline_seconds,
+        ));
     }
     mem.state = next;
 }
@@ -706,7 +715,11 @@ fn announce(mem: &Memory, next: &State, plan: &[Step], replicas: i32, deadline: 
         State::Aborted { step, reason: AbortReason::AbortRequested } => Note {
             severity: Severity::Warning,
             reason: "AbortRequested",
-            message: format!("abort requested at step {}/{n}: rolling back to {}", step + 1, stable.unwrap_or("?")),
+            message: format!(
+                "abort requested at step {}/{n}: rolling back to {}",
+                step + 1,
+                stable.unwrap_or("?")
+            ),
         },
         State::Paused { step, by: Pauser::Step, .. } => normal(
             "StepPaused",
@@ -715,7 +728,9 @@ fn announce(mem: &Memory, next: &State, plan: &[Step], replicas: i32, deadline: 
         State::Paused { step, left, by: Pauser::Annotation } => normal(
             "Paused",
             match left {
-                Some(left) => format!("paused at step {}/{n} with {} of the wait left", step + 1, seconds_text(*left)),
+                Some(left) => {
+                    format!("paused at step {}/{n} with {} of the wait left", step + 1, seconds_text(*left))
+                }
                 None => format!("paused at step {}/{n}", step + 1),
             },
         ),

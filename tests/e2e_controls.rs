@@ -19,9 +19,13 @@ use serde_json::{Value, json};
 async fn annotate(client: &Client, ns: &str, name: &str, key: &str, value: Option<&str>) {
     let api: Api<Deployer> = Api::namespaced(client.clone(), ns);
     let value = value.map_or(Value::Null, |v| json!(v));
-    api.patch(name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})))
-        .await
-        .unwrap_or_else(|e| panic!("annotating {ns}/{name}: {e}"));
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("annotating {ns}/{name}: {e}"));
 }
 
 /// A request annotation's value: unique per call, as the plugin makes them.
@@ -67,7 +71,10 @@ async fn a_pause_holds_across_an_operator_restart_and_resume_keeps_the_remaining
     let waiting = wait_phase(&client, &ns, "app", Phase::Waiting, secs(30)).await;
     let until = waiting.wait_until.expect("a deadline again");
     let expected = resumed_at + TimeDelta::milliseconds(left);
-    assert!((until - expected).num_milliseconds().abs() < 1_500, "resumed wait ends {until}, expected ~{expected}");
+    assert!(
+        (until - expected).num_milliseconds().abs() < 1_500,
+        "resumed wait ends {until}, expected ~{expected}"
+    );
     wait_phase(&client, &ns, "app", Phase::Done, secs(30)).await;
     let reasons: Vec<String> = events(&client, &ns, "app").await.into_iter().map(|e| e.1).collect();
     assert!(reasons.contains(&"Paused".into()) && reasons.contains(&"Resumed".into()), "{reasons:?}");
@@ -107,7 +114,8 @@ async fn an_abort_requested_while_the_operator_is_down_is_carried_out_after_rest
 async fn promote_during_scaling_and_waiting_and_promote_full() {
     let (client, ns, _op) = setup("e2e-promote").await;
     // "-slow": kwok makes the canary's pods ready only after 3 s, so Scaling lasts a while.
-    let steps = json!([{"percent": 25, "sleep": 60}, {"percent": 50, "sleep": 60}, {"percent": 75, "sleep": 60}]);
+    let steps =
+        json!([{"percent": 25, "sleep": 60}, {"percent": 50, "sleep": 60}, {"percent": 75, "sleep": 60}]);
     rolling(&client, &ns, "2.0.0-slow", steps, Phase::Scaling).await;
     annotate(&client, &ns, "app", "deploy.example.com/promote", Some(&token())).await;
     let st = wait_status(&client, &ns, "app", "at step 2", secs(30), |s| s.current_step == Some(2)).await;

@@ -828,7 +828,10 @@ fn a_pause_freezes_a_wait_and_a_resume_gives_back_the_time_it_had_left() {
     assert_eq!(s.phase, Some(Phase::Paused));
     assert_eq!(s.paused_wait_millis, Some(40_000));
     assert_eq!(s.progress.as_ref().map(|p| p.wait.as_str()), Some("paused, 40s till next step once resumed"));
-    assert_eq!(s.condition("Progressing").map(|c| (c.status.as_str(), c.reason.as_str())), Some(("Unknown", "Paused")));
+    assert_eq!(
+        s.condition("Progressing").map(|c| (c.status.as_str(), c.reason.as_str())),
+        Some(("Unknown", "Paused"))
+    );
     assert_eq!(w.decide().requeue, None, "no timer while paused");
     // An hour later (or after any number of restarts) it is still paused, at the same step.
     w.advance(3600.0);
