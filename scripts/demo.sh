@@ -58,7 +58,7 @@ kubectl wait --for=condition=Established --timeout=60s crd/deployers.deploy.exam
 say "Starting the operator (log: $oplog)"
 stop_operator
 # Watch only the demo namespace, so that it never competes with another operator (or the tests).
-setsid target/debug/deployer-operator run --namespace "$NS" --wait-refresh-seconds 1 </dev/null >>"$oplog" 2>&1 &
+setsid target/debug/deployer-operator run --namespace "$NS" --wait-refresh-seconds 1 --listen 127.0.0.1:0 </dev/null >>"$oplog" 2>&1 &
 echo $! >"$pidfile"
 sleep 1
 kill -0 "$(cat "$pidfile")" 2>/dev/null || { echo "demo: the operator did not start:" >&2; tail -20 "$oplog" >&2; exit 1; }

@@ -12,7 +12,7 @@ use std::{
 };
 
 use chrono::{SubsecRound, Utc};
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, future};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -31,16 +31,24 @@ use tracing::{debug, info, warn};
 use crate::{
     Error, Result,
     api::{Deployer, DeployerStatus},
+    http::Health,
+    metrics::Metrics,
     resources::{self, DEPLOYER_LABEL, MANAGER},
     rollout::{self, Decision, Input, Observed, Scale, Settings, Severity},
+    shutdown::Shutdown,
 };
+
+/// How long reconciles still running at shutdown may take to finish before they are cancelled
+/// (harmless either way: the next reconcile, by whichever replica, starts from the persisted
+/// status). Kept short: a standby waits for this before it can take over.
+const DRAIN: Duration = Duration::from_millis(500);
 
 /// How the controller runs.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Watch only this namespace (`None`: all namespaces).
-    pub namespace: Option<String>,
-    /// Deployers reconciled at once.
+    /// Watch only these namespaces (empty: all namespaces).
+    pub namespaces: Vec<String>,
+    /// Deployers reconciled at once (per watched namespace).
     pub concurrency: u16,
     /// Tunables of the rollout core.
     pub settings: Settings,
@@ -56,45 +64,100 @@ pub struct Context {
     /// The resourceVersion each Deployer (by uid) had after our last status write; lets a
     /// reconcile notice that the watch cache has not caught up with that write yet.
     written: Mutex<HashMap<String, String>>,
+    metrics: Arc<Metrics>,
 }
 
-/// Runs the controller until SIGTERM or SIGINT.
-pub async fn run(client: Client, config: Config) -> Result<()> {
-    let (deployers, deployments): (Api<Deployer>, Api<Deployment>) = match &config.namespace {
-        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
+/// Runs the controller until `shutdown`, then lets the reconciles in flight finish (for at most
+/// [`DRAIN`]). With several namespaces, one controller runs per namespace. Marks `health` synced
+/// once every cache has its initial list, and reports the Deployer caches and leadership to
+/// `metrics` meanwhile.
+pub async fn run(
+    client: Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: Shutdown,
+) -> Result<()> {
+    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
     };
-    check_crd(&deployers).await?;
+    let mut controllers = Vec::new();
+    let mut deployer_stores = Vec::new();
+    let mut deployment_stores = Vec::new();
+    for scope in scopes {
+        let (deployers, deployments): (Api<Deployer>, Api<Deployment>) = match &scope {
+            Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+        check_crd(&deployers).await?;
 
-    // One watch of the Deployments we label, shared by the reconciler (as its cache) and the
-    // controller (as the trigger that maps a Deployment to its owning Deployer).
-    let (reader, writer) = reflector::store();
-    let owned = watcher(deployments, watcher::Config::default().labels(DEPLOYER_LABEL))
-        .default_backoff()
-        .reflect(writer)
-        .touched_objects();
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        recorder: Recorder::new(client, Reporter::from(MANAGER)),
-        deployments: reader,
-        settings: config.settings,
-        written: Mutex::new(HashMap::new()),
-    });
-    info!(namespace = config.namespace.as_deref().unwrap_or("<all>"), "starting controller");
-    Controller::new(deployers, watcher::Config::default())
-        .owns_stream(owned)
-        .with_config(controller::Config::default().concurrency(config.concurrency))
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
+        // One watch of the Deployments we label, shared by the reconciler (as its cache) and the
+        // controller (as the trigger that maps a Deployment to its owning Deployer).
+        let (reader, writer) = reflector::store();
+        let owned = watcher(deployments, watcher::Config::default().labels(DEPLOYER_LABEL))
+            .default_backoff()
+            .reflect(writer)
+            .touched_objects();
+        deployment_stores.push(reader.clone());
+        let ctx = Arc::new(Context {
+            client: client.clone(),
+            recorder: Recorder::new(client.clone(), Reporter::from(MANAGER)),
+            deployments: reader,
+            settings: config.settings.clone(),
+            written: Mutex::new(HashMap::new()),
+            metrics: metrics.clone(),
+        });
+        info!(namespace = scope.as_deref().unwrap_or("<all>"), "starting controller");
+        let controller = Controller::new(deployers, watcher::Config::default())
+            .owns_stream(owned)
+            .with_config(controller::Config::default().concurrency(config.concurrency))
+            .graceful_shutdown_on(shutdown.clone());
+        deployer_stores.push(controller.store());
+        controllers.push(controller.run(reconcile, error_policy, ctx).for_each(|res| async move {
             match res {
                 Ok((obj, action)) => debug!(%obj, ?action, "reconciled"),
                 Err(err) => warn!(%err, "reconcile failed"),
             }
-        })
-        .await;
+        }));
+    }
+    metrics.set_leader(true);
+    metrics.set_deployer_stores(deployer_stores.clone());
+    let _reported = Reported(&metrics, &health);
+    let synced = async {
+        for store in &deployer_stores {
+            let _ = store.wait_until_ready().await;
+        }
+        for store in &deployment_stores {
+            let _ = store.wait_until_ready().await;
+        }
+        health.set_synced(true);
+        info!("caches synced");
+    };
+    let running = future::join(future::join_all(controllers), synced);
+    let drained = async {
+        shutdown.await;
+        tokio::time::sleep(DRAIN).await;
+    };
+    tokio::select! {
+        _ = running => {}
+        () = drained => warn!("reconciles still running {DRAIN:?} after shutdown: cancelled"),
+    }
     info!("controller stopped");
     Ok(())
+}
+
+/// Withdraws what [`run`] reports (leadership, caches, readiness) when it ends, however it ends:
+/// a lost lease drops it mid-way.
+struct Reported<'a>(&'a Metrics, &'a Health);
+
+impl Drop for Reported<'_> {
+    fn drop(&mut self) {
+        self.1.set_synced(false);
+        self.0.set_deployer_stores(Vec::new());
+        self.0.set_leader(false);
+    }
 }
 
 /// Fails with a clear message when the Deployer CRD is not installed.
@@ -109,6 +172,7 @@ async fn check_crd(deployers: &Api<Deployer>) -> Result<()> {
 /// One reconcile of one Deployer: observe → decide → act → persist → publish.
 #[tracing::instrument(skip_all, fields(deployer = %format!("{}/{}", dpl.namespace().unwrap_or_default(), dpl.name_any())))]
 async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started();
     let (Some(ns), Some(uid)) = (dpl.namespace(), dpl.uid()) else {
         return Err(Error::MissingMetadata(dpl.name_any()));
     };
@@ -162,6 +226,7 @@ async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
     if let Some(version) = persist(&dpl, &ctx.client, &decision.status).await? {
         ctx.written.lock().unwrap_or_else(|e| e.into_inner()).insert(uid, version);
     }
+    ctx.metrics.decided(dpl.status.as_ref(), &decision.status, &decision.notes, input.now);
     for note in &decision.notes {
         publish(&ctx.recorder, &dpl, note).await;
     }
@@ -308,7 +373,8 @@ fn kube_error(action: &'static str, api: &Api<Deployment>, name: &str, source: k
 
 /// On failure: log and look again soon. The status was not written, so the next attempt starts
 /// from the same persisted state.
-fn error_policy(dpl: Arc<Deployer>, err: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(dpl: Arc<Deployer>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed(err);
     warn!(deployer = %dpl.name_any(), %err, "reconcile failed; retrying in 2s");
     Action::requeue(Duration::from_secs(2))
 }

@@ -4,13 +4,21 @@
 //! - [`replicas`]: the replica arithmetic of a step;
 //! - [`rollout`]: the pure state machine that decides every action;
 //! - [`resources`]: pure builders of the Deployments the operator owns;
-//! - [`controller`]: the thin shell that observes, calls the core, acts and persists.
+//! - [`controller`]: the thin shell that observes, calls the core, acts and persists;
+//! - [`leader`]: leader election on a Lease, so that only one replica reconciles;
+//! - [`metrics`], [`http`], [`telemetry`]: what operators of the operator see (metrics, probes, logs);
+//! - [`shutdown`]: the stop signal shared by the controller, leader election and SIGTERM.
 
 pub mod api;
 pub mod controller;
+pub mod http;
+pub mod leader;
+pub mod metrics;
 pub mod replicas;
 pub mod resources;
 pub mod rollout;
+pub mod shutdown;
+pub mod telemetry;
 
 #[cfg(test)]
 pub mod fixtures;
@@ -35,6 +43,33 @@ pub enum Error {
     /// The Deployer lacks what an object read from the API server always has.
     #[error("Deployer {0} has no name, namespace or uid")]
     MissingMetadata(String),
+    /// A setting is invalid (the message names it).
+    #[error("{0}")]
+    InvalidConfig(String),
+    /// The HTTP endpoints cannot listen on the address asked for.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why not.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A call to the leader-election Lease failed.
+    #[error("{action} {lease}: {source}")]
+    Lease {
+        /// What was being done.
+        action: &'static str,
+        /// `namespace/name` of the Lease.
+        lease: String,
+        /// The lease manager's error.
+        #[source]
+        source: kube_lease_manager::LeaseManagerError,
+    },
+    /// This replica lost the lease and stopped reconciling; it exits so that it restarts as a
+    /// standby.
+    #[error("lost leadership ({0}); exiting to restart as a standby")]
+    LeadershipLost(String),
 }
 
 /// Result with the operator's [`Error`].

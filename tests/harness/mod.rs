@@ -59,14 +59,53 @@ pub async fn install_crd(client: &Client) {
 /// A running operator process watching one namespace. Killed (SIGKILL) when dropped.
 pub struct Operator {
     namespace: String,
+    /// The kubeconfig the operator runs with (the admin one unless started with [`Operator::start_as`]).
+    kubeconfig: PathBuf,
     child: Option<Child>,
     starts: u32,
+    /// Names this operator among several in one namespace (its log file and `POD_NAME`).
+    label: Option<String>,
+    /// Extra flags (see [`Operator::start_with`]).
+    extra: Vec<String>,
+    /// Where the log of the current process starts in the log file.
+    log_from: u64,
 }
 
 impl Operator {
     /// Starts the operator binary for `namespace`, logging to `target/e2e-logs/<namespace>.log`.
     pub fn start(namespace: &str) -> Operator {
-        let mut op = Operator { namespace: namespace.to_string(), child: None, starts: 0 };
+        Operator::start_as(namespace, &support::kubeconfig_path())
+    }
+
+    /// Starts the operator binary for `namespace` with another identity: `KUBECONFIG=kubeconfig`
+    /// (e.g. a ServiceAccount's token, to test its RBAC).
+    pub fn start_as(namespace: &str, kubeconfig: &std::path::Path) -> Operator {
+        let mut op = Operator {
+            namespace: namespace.to_string(),
+            kubeconfig: kubeconfig.to_path_buf(),
+            child: None,
+            starts: 0,
+            label: None,
+            extra: Vec::new(),
+            log_from: 0,
+        };
+        op.spawn();
+        op
+    }
+
+    /// Starts one of several operators for `namespace`, named `label` (its `POD_NAME`, hence its
+    /// identity in a leader-election Lease), with extra flags; logs to
+    /// `target/e2e-logs/<namespace>-<label>.log`.
+    pub fn start_with(namespace: &str, label: &str, args: &[&str]) -> Operator {
+        let mut op = Operator {
+            namespace: namespace.to_string(),
+            kubeconfig: support::kubeconfig_path(),
+            child: None,
+            starts: 0,
+            label: Some(label.to_string()),
+            extra: args.iter().map(|a| a.to_string()).collect(),
+            log_from: 0,
+        };
         op.spawn();
         op
     }
@@ -74,14 +113,18 @@ impl Operator {
     fn spawn(&mut self) {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-logs");
         std::fs::create_dir_all(&dir).expect("log dir");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(format!("{}.log", self.namespace)))
-            .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_deployer-operator"))
-            .args(["run", "--namespace", &self.namespace, "--wait-refresh-seconds", "1"])
-            .env("KUBECONFIG", support::kubeconfig_path())
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log file");
+        self.log_from = log.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_deployer-operator"));
+        // Many operators run at once: each listens on a free port (see `http_addr`).
+        command.args(["run", "--namespace", &self.namespace, "--wait-refresh-seconds", "1"]);
+        command.args(["--listen", "127.0.0.1:0"]).args(&self.extra);
+        if let Some(label) = &self.label {
+            command.env("POD_NAME", label);
+        }
+        let child = command
+            .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -114,8 +157,102 @@ impl Operator {
 
     /// Path of the operator's log.
     pub fn log_path(&self) -> PathBuf {
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-logs").join(format!("{}.log", self.namespace))
+        let file = match &self.label {
+            Some(label) => format!("{}-{label}.log", self.namespace),
+            None => format!("{}.log", self.namespace),
+        };
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-logs").join(file)
     }
+
+    /// The log of the current process so far.
+    pub fn log(&self) -> String {
+        let all = std::fs::read(self.log_path()).unwrap_or_default();
+        String::from_utf8_lossy(all.get(self.log_from as usize..).unwrap_or_default()).into_owned()
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends SIGTERM (and returns at once).
+    pub fn sigterm(&self) {
+        let pid = self.pid().expect("a running operator");
+        let sent = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+    }
+
+    /// Waits up to `timeout` for the process to exit and returns its exit status (`None`: still
+    /// running, then killed).
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// The address the operator's HTTP endpoints listen on, from its `listening on <addr>` log
+    /// line (waits up to 30 s for it).
+    pub async fn http_addr(&self) -> std::net::SocketAddr {
+        let mut found = None;
+        support::wait_until(
+            &format!("{} to log `listening on`", self.log_path().display()),
+            secs(30),
+            || {
+                found = self.log().lines().find_map(|line| {
+                    let rest = &line[line.find("listening on ")? + "listening on ".len()..];
+                    let addr: String =
+                        rest.chars().take_while(|c| c.is_ascii_digit() || matches!(c, '.' | ':')).collect();
+                    addr.parse().ok()
+                });
+                std::future::ready(found.is_some())
+            },
+        )
+        .await;
+        found.expect("an address")
+    }
+}
+
+/// `GET http://<addr><path>`: the status code, the `Content-Type` and the body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut stream =
+        tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send the request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read the response");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let content_type = head
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-type")))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default();
+    (status, content_type, body.to_string())
+}
+
+/// The value of the sample `name{labels…}` in a metrics text (`None`: no such sample). The
+/// sample's labels must include every pair of `labels`.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, label_text) = match series.split_once('{') {
+            Some((m, rest)) => (m, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let all_match =
+            labels.iter().all(|(k, v)| label_text.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
+        (metric == name && all_match).then(|| value.parse().ok()).flatten()
+    })
 }
 
 impl Drop for Operator {
