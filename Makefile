@@ -80,3 +80,52 @@ uninstall: ## Remove the CRD (and with it every Deployer and the Deployments the
 .PHONY: run
 run: ## Run the operator locally against KUBECONFIG
 	cargo run --locked -- run
+
+## --- image and deployment ---------------------------------------------------------------------
+# The operator's container image, and the operator in a cluster (docs/operations.md). deploy and
+# undeploy act on the cluster of KUBECONFIG like every target above: CLUSTER=local (the default) is
+# the local control plane, where the operator's pod lands on a kwok node and never really runs;
+# CLUSTER=current is yours. IMG must carry an explicit tag (or, for deploy, a digest), never :latest.
+
+DOCKER ?= docker
+# deploy (cluster-wide) or deploy/namespaced; DEPLOY_NAMESPACE, if set, overrides the namespace.
+DEPLOY_DIR ?= deploy
+DEPLOY_NAMESPACE ?=
+DEPLOY_TIMEOUT ?= 120s
+MINIKUBE ?= minikube
+MINIKUBE_PROFILE ?= minikube
+# docker-env: build inside minikube's Docker; load: build here, then `minikube image load`.
+MINIKUBE_IMAGE_SOURCE ?= docker-env
+# Where minikube wrote its context: ~/.kube/config, or your KUBECONFIG with CLUSTER=current.
+ifeq ($(CLUSTER),local)
+MINIKUBE_KUBECONFIG ?= $(HOME)/.kube/config
+else
+MINIKUBE_KUBECONFIG ?= $(or $(KUBECONFIG),$(HOME)/.kube/config)
+endif
+DEPLOY_ENV = IMG='$(IMG)' DEPLOY_DIR='$(DEPLOY_DIR)' DEPLOY_NAMESPACE='$(DEPLOY_NAMESPACE)' \
+	DEPLOY_TIMEOUT='$(DEPLOY_TIMEOUT)' DOCKER='$(DOCKER)' MINIKUBE='$(MINIKUBE)' \
+	MINIKUBE_PROFILE='$(MINIKUBE_PROFILE)' MINIKUBE_IMAGE_SOURCE='$(MINIKUBE_IMAGE_SOURCE)' \
+	MINIKUBE_KUBECONFIG='$(MINIKUBE_KUBECONFIG)'
+
+.PHONY: docker-build
+docker-build: ## Build the image IMG=name:tag (needs a container engine)
+	@$(DEPLOY_ENV) bash scripts/deploy.sh check-img
+	$(DOCKER) build -t '$(IMG)' .
+
+.PHONY: image-check
+image-check: ## Without a container engine: build the image's static musl binary as the Dockerfile does and check it
+	@bash scripts/image-check.sh
+
+.PHONY: deploy
+deploy: ## CRD (make install), then the operator (DEPLOY_DIR, default deploy/) with image IMG; waits for its rollout
+	@$(DEPLOY_ENV) bash scripts/deploy.sh check-img digest-ok
+	@$(MAKE) --no-print-directory install
+	@$(DEPLOY_ENV) bash scripts/deploy.sh apply
+
+.PHONY: undeploy
+undeploy: ## Remove the operator (DEPLOY_DIR); the CRD, the Deployers and their Deployments stay
+	@$(DEPLOY_ENV) bash scripts/deploy.sh delete
+
+.PHONY: minikube-deploy
+minikube-deploy: ## Build the image inside minikube with a unique tag, then make install + deploy there
+	@$(DEPLOY_ENV) bash scripts/deploy.sh minikube
