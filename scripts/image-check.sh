@@ -72,7 +72,7 @@ if command -v file >/dev/null; then
 fi
 deps=$(ldd "$bin" 2>&1 || true)
 [[ $deps == *"statically linked"* || $deps == *"not a dynamic executable"* ]] || fail "ldd shows libraries: $deps"
-ok "ldd: ${deps//[$'\n\t']/ }"
+ok "ldd: $(xargs <<<"$deps")"
 size=$(stat -c %s "$bin")
 ((size <= max_mb * 1024 * 1024)) || fail "$bin is $size bytes, over $max_mb MB (the image must stay under 30 MB)"
 ok "size: $size bytes ($(awk "BEGIN { printf \"%.1f\", $size / 1048576 }") MiB; limit $max_mb MB; distroless/static adds about 2 MB)"

@@ -96,11 +96,13 @@ async fn namespaced_overlay_lets_the_service_account_run_a_canary_rollout_in_its
     let kubeconfig = token_kubeconfig(&client, &ns, SERVICE_ACCOUNT, &ns).await;
     let user = format!("system:serviceaccount:{ns}:{SERVICE_ACCOUNT}");
     wait_until_authorized(&kubeconfig, &ns, &user).await;
-    assert_eq!(
-        granted_settled(&kubeconfig, &ns, &ns).await,
-        documented_rules(),
-        "permissions of {user} in {ns}"
+    // Installed into the namespace it manages, the overlay's leader-election Role is there too.
+    let mut expected = documented_rules();
+    expected.insert(
+        "leases.coordination.k8s.io".into(),
+        ["create", "get", "list", "patch", "watch"].into_iter().map(String::from).collect(),
     );
+    assert_eq!(granted_settled(&kubeconfig, &ns, &ns).await, expected, "permissions of {user} in {ns}");
     assert_eq!(granted(&kubeconfig, "default", &ns), Rules::new(), "{user} may do nothing outside {ns}");
 
     let op = Operator::start_as(&ns, &kubeconfig);
@@ -110,7 +112,7 @@ async fn namespaced_overlay_lets_the_service_account_run_a_canary_rollout_in_its
         patch_spec(&client, &ns, "app", json!({"deployment": {"version": "2.0.0"}})).await;
         wait_stable(&client, &ns, "app", "2.0.0").await;
         // The operator's own (kwok) Deployment lives in this namespace too, and is left alone.
-        wait_deployments(&client, &ns, &[("app-2.0.0", 3), ("deployer-operator", 1)], secs(30)).await;
+        wait_deployments(&client, &ns, &[("app-2.0.0", 3), ("deployer-operator", 2)], secs(30)).await;
     })
     .await;
     assert_log_clean(&op, &user);
@@ -159,7 +161,20 @@ fn manifests_grant_the_documented_permissions_and_run_the_operator_locked_down()
     let cluster = render("deploy");
     let namespaced = render("deploy/namespaced");
     assert_eq!(rbac_rules(the(&cluster, "ClusterRole")), documented, "deploy/cluster_role.yaml");
-    assert_eq!(rbac_rules(the(&namespaced, "Role")), documented, "deploy/namespaced/role.yaml");
+    assert_eq!(
+        rbac_rules(named(&namespaced, "Role", SERVICE_ACCOUNT)),
+        documented,
+        "deploy/namespaced/role.yaml"
+    );
+    // Leader election: leases in the operator's own namespace, nothing else.
+    for objects in [&cluster, &namespaced] {
+        let lease_role = named(objects, "Role", "deployer-operator-leader-election");
+        assert_eq!(
+            lease_role["rules"],
+            json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                    "verbs": ["get", "list", "watch", "create", "patch"]}])
+        );
+    }
 
     let binding = the(&cluster, "ClusterRoleBinding");
     assert_eq!(binding["roleRef"]["name"], the(&cluster, "ClusterRole")["metadata"]["name"]);
@@ -167,7 +182,7 @@ fn manifests_grant_the_documented_permissions_and_run_the_operator_locked_down()
         binding["subjects"],
         json!([{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": INSTALL_NAMESPACE}])
     );
-    let role_binding = the(&namespaced, "RoleBinding");
+    let role_binding = named(&namespaced, "RoleBinding", SERVICE_ACCOUNT);
     assert_eq!(role_binding["roleRef"]["kind"], "Role");
     let ns = role_binding["metadata"]["namespace"].clone();
     assert_eq!(
@@ -181,8 +196,10 @@ fn manifests_grant_the_documented_permissions_and_run_the_operator_locked_down()
         assert!(!kinds.contains(&"Secret"), "{variant}: {kinds:?}");
         let deployment = the(objects, "Deployment");
         let pod = &deployment["spec"]["template"]["spec"];
-        assert_eq!(deployment["spec"]["replicas"], 1, "{variant}: no leader election yet");
-        assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate", "{variant}: never two operators");
+        // Two replicas only with leader election on; never more than one reconciling.
+        assert_eq!(deployment["spec"]["replicas"], 2, "{variant}");
+        let args = pod["containers"][0]["args"].as_array().expect("args");
+        assert!(args.iter().any(|a| a == "--leader-elect"), "{variant}: two replicas need --leader-elect");
         assert_eq!(pod["serviceAccountName"], SERVICE_ACCOUNT, "{variant}");
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{variant}");
         assert_eq!(pod["securityContext"]["runAsUser"], dockerfile_uid(), "{variant}: the image's USER");
@@ -342,6 +359,14 @@ fn the<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
     let found: Vec<&Value> = objects.iter().filter(|o| o["kind"] == kind).collect();
     assert_eq!(found.len(), 1, "expected exactly one {kind}");
     found[0]
+}
+
+/// The object of `kind` named `name`.
+fn named<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
 }
 
 /// The `runAsUser` the Dockerfile's runtime stage declares (`USER uid:gid`).
