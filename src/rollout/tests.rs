@@ -279,12 +279,7 @@ fn reconciling_a_settled_state_again_changes_nothing() {
 
 #[test]
 fn a_wait_ends_at_its_persisted_deadline_not_earlier_not_later() {
-    let mut w = World::seed_done();
-    w.edit(|s| s.deployment.version = "1.7.8".into());
-    for _ in 0..3 {
-        w.reconcile();
-        w.settle();
-    }
+    let mut w = seed_waiting();
     let until = w.status.as_ref().and_then(|s| s.wait_until).expect("waiting");
     // A "restarted" operator knows nothing but the status: one second early, it still waits.
     w.now = until - TimeDelta::seconds(1);
@@ -304,12 +299,7 @@ fn a_wait_ends_at_its_persisted_deadline_not_earlier_not_later() {
 
 #[test]
 fn the_wait_text_counts_down_and_requeues_for_refresh() {
-    let mut w = World::seed_done();
-    w.edit(|s| s.deployment.version = "1.7.8".into());
-    for _ in 0..3 {
-        w.reconcile();
-        w.settle();
-    }
+    let mut w = seed_waiting();
     let wait = |w: &World| w.status.as_ref().and_then(|s| s.progress.as_ref()).map(|p| p.wait.clone());
     assert_eq!(wait(&w).as_deref(), Some("60s till next step"));
     let d = w.decide();
@@ -405,12 +395,7 @@ fn an_abort_restores_the_stable_before_removing_the_canary() {
 
 #[test]
 fn a_third_version_mid_rollout_restarts_from_step_1_against_the_same_stable() {
-    let mut w = World::seed_done();
-    w.edit(|s| s.deployment.version = "1.7.8".into());
-    for _ in 0..3 {
-        w.reconcile();
-        w.settle();
-    }
+    let mut w = seed_waiting();
     w.advance(60.0);
     w.reconcile();
     w.settle();
@@ -433,12 +418,7 @@ fn a_third_version_mid_rollout_restarts_from_step_1_against_the_same_stable() {
 
 #[test]
 fn setting_the_version_back_to_the_stable_is_a_fast_rollback() {
-    let mut w = World::seed_done();
-    w.edit(|s| s.deployment.version = "1.7.8".into());
-    for _ in 0..3 {
-        w.reconcile();
-        w.settle();
-    }
+    let mut w = seed_waiting();
     w.advance(60.0);
     w.reconcile();
     w.settle();
@@ -477,12 +457,7 @@ fn a_replicas_change_mid_rollout_recomputes_the_current_step() {
 
 #[test]
 fn a_steps_change_mid_rollout_restarts_from_step_1() {
-    let mut w = World::seed_done();
-    w.edit(|s| s.deployment.version = "1.7.8".into());
-    for _ in 0..3 {
-        w.reconcile();
-        w.settle();
-    }
+    let mut w = seed_waiting();
     w.advance(60.0);
     w.reconcile();
     w.settle();
@@ -502,12 +477,7 @@ fn a_steps_change_mid_rollout_restarts_from_step_1() {
 
 #[test]
 fn drift_is_repaired_by_the_next_reconcile() {
-    let mut w = World::seed_done();
-    w.edit(|s| s.deployment.version = "1.7.8".into());
-    for _ in 0..3 {
-        w.reconcile();
-        w.settle();
-    }
+    let mut w = seed_waiting();
     assert_eq!((w.phase(), w.pair()), (Phase::Waiting, (Some(1), Some(9))));
     // Someone scales the stable down by hand.
     let stable = w.deployments.get_mut("1.7.7").expect("stable");
