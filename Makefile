@@ -51,6 +51,13 @@ ifeq ($(CLUSTER),local)
 endif
 	cargo test --locked --tests -- --test-threads=$(E2E_THREADS)
 
+.PHONY: bench
+bench: ## Benchmark: N Deployers rolled out at once (BENCH_SIZES=10,100,1000); figures to stdout and target/bench/
+ifeq ($(CLUSTER),local)
+	@$(MAKE) --no-print-directory cluster-up
+endif
+	cargo bench --locked --bench rollouts
+
 .PHONY: crds
 crds: ## Regenerate crds/ from the Rust types
 	cargo run --quiet --locked -- crd > crds/deployer.yaml
