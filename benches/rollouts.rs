@@ -170,8 +170,7 @@ async fn run(n: usize) -> serde_json::Value {
     let client = support::client().await;
     harness::install_crd(&client).await;
     let ns = support::namespace(&client, &format!("bench-{n}")).await;
-    let mut op =
-        harness::Operator::start_with(&ns, "bench", &["--wait-refresh-seconds", "0", "--concurrency", "64"]);
+    let mut op = harness::Operator::start_with(&ns, "bench", &["--concurrency", "64"]);
     let pid = op.pid().expect("operator pid");
     let seen = Arc::new(Mutex::new(Seen::default()));
     tokio::spawn(watch_all(client.clone(), ns.clone(), seen.clone()));
