@@ -190,9 +190,7 @@ async fn a_standby_takes_over_within_the_lease_duration_when_the_leader_is_kille
         [(1, 3), (2, 2), (3, 1), (4, 0)],
         "timeline: {timeline:#?}"
     );
-    let canary: Vec<i32> =
-        timeline.samples.iter().filter_map(|s| s.replicas.get("app-2.0.0").copied()).collect();
-    assert!(canary.windows(2).all(|w| w[0] <= w[1]), "canary replicas went back: {canary:?}");
+    timeline.assert_only_grew("app-2.0.0");
     harness::assert_no_step_repeated(&events(&client, &ns, "app").await);
     wait_deployments(&client, &ns, &[("app-2.0.0", 4)], secs(30)).await;
     support::delete_namespace(&client, &ns).await;
@@ -256,9 +254,7 @@ async fn sigterm_hands_the_lease_to_the_standby_in_under_two_seconds() {
 
     wait_phase(&client, &ns, "app", Phase::Done, secs(60)).await;
     let timeline = rec.stop();
-    let canary: Vec<i32> =
-        timeline.samples.iter().filter_map(|s| s.replicas.get("app-2.0.0").copied()).collect();
-    assert!(canary.windows(2).all(|w| w[0] <= w[1]), "canary replicas went back: {canary:?}");
+    timeline.assert_only_grew("app-2.0.0");
     harness::assert_no_step_repeated(&events(&client, &ns, "app").await);
     wait_deployments(&client, &ns, &[("app-2.0.0", 4)], secs(30)).await;
     support::delete_namespace(&client, &ns).await;

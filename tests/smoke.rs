@@ -205,15 +205,7 @@ async fn crd_server_side_apply_and_status_subresource() {
     crds.patch("widgets.smoke.example.com", &PatchParams::apply("smoke-test").force(), &Patch::Apply(&crd))
         .await
         .unwrap();
-    wait_until("CRD widgets.smoke.example.com Established", TIMEOUT, || async {
-        crds.get("widgets.smoke.example.com")
-            .await
-            .ok()
-            .and_then(|c| c.status)
-            .and_then(|s| s.conditions)
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
-    })
-    .await;
+    support::wait_crd_established(&c, "widgets.smoke.example.com").await;
 
     let ns = namespace(&c, "smoke-crd").await;
     let gvk = GroupVersionKind::gvk("smoke.example.com", "v1", "Widget");

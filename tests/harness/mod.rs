@@ -39,15 +39,7 @@ pub async fn install_crd(client: &Client) {
     api.patch(&name, &PatchParams::apply("e2e-tests").force(), &Patch::Apply(&crd))
         .await
         .unwrap_or_else(|e| panic!("installing the CRD: {e}"));
-    support::wait_until("the Deployer CRD to be Established", Duration::from_secs(30), || async {
-        api.get(&name)
-            .await
-            .ok()
-            .and_then(|c| c.status)
-            .and_then(|s| s.conditions)
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
-    })
-    .await;
+    support::wait_crd_established(client, &name).await;
     // Established can precede discovery by a moment: wait until the resource can be listed.
     let probe: Api<Deployer> = Api::all(client.clone());
     support::wait_until("Deployers to be listable", Duration::from_secs(30), || async {
@@ -400,6 +392,13 @@ impl Timeline {
             }
         }
         out.into_iter().map(|(_, pair, _)| pair).collect()
+    }
+
+    /// Asserts `deployment`'s replicas only ever grew: no step ran twice in a way anyone could see.
+    pub fn assert_only_grew(&self, deployment: &str) {
+        let seen: Vec<i32> =
+            self.samples.iter().filter_map(|s| s.replicas.get(deployment).copied()).collect();
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{deployment} replicas went back: {seen:?}");
     }
 
     /// When `deployment` was first seen at `replicas`.
