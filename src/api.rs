@@ -67,6 +67,15 @@ pub struct DeployerSpec {
     #[serde(default = "default_progress_deadline")]
     #[schemars(range(min = 1))]
     pub progress_deadline_seconds: i64,
+
+    /// Checks for the whole rollout: metrics measured during every step's wait, webhooks called
+    /// at their gate points (docs/checks.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Analysis>,
+
+    /// Where to tell people about the rollout: step started and completed, rollout done, aborted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<Notifications>,
 }
 
 fn default_progress_deadline() -> i64 {
@@ -158,7 +167,7 @@ fn labels_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 }
 
 /// One canary step.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!(has(self.pause) && self.pause && self.sleep > 0)")
     .message("a step either sleeps or pauses until promoted (pause: true), not both"))]
@@ -173,6 +182,174 @@ pub struct Step {
     /// Hold this step, once its replicas are available, until the rollout is promoted.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pause: bool,
+    /// Metrics measured during this step's wait only (in addition to `analysis.metrics`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(m, self.filter(n, n.name == m.name).size() == 1)")
+        .message("steps[].metrics: names must be unique"))]
+    pub metrics: Vec<MetricCheck>,
+    /// Webhooks of this step only: `BeforeStep` or `AfterStep`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(
+        validation = Rule::new("self.all(w, self.filter(n, n.name == w.name).size() == 1)")
+            .message("steps[].webhooks: names must be unique"),
+        validation = Rule::new("self.all(w, !has(w.type) || w.type == 'BeforeStep' || w.type == 'AfterStep')")
+            .message("steps[].webhooks: a step's webhook is BeforeStep or AfterStep; BeforePromotion and Rollback belong in spec.analysis.webhooks")
+    )]
+    pub webhooks: Vec<WebhookCheck>,
+}
+
+/// Checks for the whole rollout (`spec.analysis`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Analysis {
+    /// The Prometheus the metrics are queried from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusSource>,
+    /// Metrics measured during every step's wait.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(m, self.filter(n, n.name == m.name).size() == 1)")
+        .message("analysis.metrics: names must be unique"))]
+    pub metrics: Vec<MetricCheck>,
+    /// Webhooks called at their gate points, for every step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(w, self.filter(n, n.name == w.name).size() == 1)")
+        .message("analysis.webhooks: names must be unique"))]
+    pub webhooks: Vec<WebhookCheck>,
+}
+
+/// A Prometheus server.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusSource {
+    /// Base URL, e.g. `http://prometheus.monitoring:9090`.
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#]+(/.*)?$')")
+        .message("analysis.prometheus.address must be an http:// or https:// URL"))]
+    #[schemars(length(min = 1, max = 2048))]
+    pub address: String,
+}
+
+/// A PromQL query measured `count` times, `intervalSeconds` apart, during a step's wait. Each
+/// result must be a single number within `min..=max`. `{{canary}}`, `{{stable}}`,
+/// `{{deployment}}`, `{{namespace}}` and `{{deployer}}` in the query are replaced first.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.min) || has(self.max)")
+        .message("a metric needs a success condition: min, max or both"),
+    validation = Rule::new("!has(self.min) || !has(self.max) || self.min <= self.max")
+        .message("a metric's min must not exceed its max")
+)]
+pub struct MetricCheck {
+    /// Name, unique among the checks of a step (used in status, Events and notifications).
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')")
+        .message("metrics[].name must be lowercase letters, digits and '-'"))]
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// The PromQL query; it must return one number (a scalar, or a vector of one sample).
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: String,
+    /// A measurement passes when its value is at least this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// A measurement passes when its value is at most this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Seconds between measurements; the first is taken one interval into the wait.
+    #[serde(default = "default_interval")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub interval_seconds: i64,
+    /// Measurements to take; the check passes once all are taken within the failure limit.
+    #[serde(default = "default_count")]
+    #[schemars(range(min = 1, max = 100))]
+    pub count: i32,
+    /// Failed measurements tolerated; one more aborts the rollout.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 100))]
+    pub failure_limit: i32,
+}
+
+fn default_interval() -> i64 {
+    10
+}
+
+fn default_count() -> i32 {
+    3
+}
+
+/// An HTTP POST of the rollout's state (docs/checks.md has the payload); a 2xx answer passes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookCheck {
+    /// Name, unique among the webhooks of its list.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')")
+        .message("webhooks[].name must be lowercase letters, digits and '-'"))]
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// The gate point it guards (default `AfterStep`).
+    #[serde(default, rename = "type")]
+    pub gate: HookPoint,
+    /// Where to POST.
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#]+([/?#].*)?$')")
+        .message("webhooks[].url must be an http:// or https:// URL"))]
+    #[schemars(length(min = 1, max = 2048))]
+    pub url: String,
+    /// Seconds to wait for an answer.
+    #[serde(default = "default_timeout")]
+    #[schemars(range(min = 1, max = 300))]
+    pub timeout_seconds: i64,
+    /// Further attempts after a timeout, a connection error or a 5xx answer (a 4xx is final).
+    #[serde(default = "default_retries")]
+    #[schemars(range(min = 0, max = 10))]
+    pub retries: i32,
+    /// Sent as `metadata` in the payload.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn default_timeout() -> i64 {
+    10
+}
+
+fn default_retries() -> i32 {
+    2
+}
+
+/// Where a webhook is called.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+pub enum HookPoint {
+    /// Before a step's scale-up (its failure aborts).
+    BeforeStep,
+    /// After a step's wait, before the next step (its failure aborts).
+    #[default]
+    AfterStep,
+    /// Before the scale-up of the final 100% step (its failure aborts).
+    BeforePromotion,
+    /// When the rollout is aborted; told, not asked: it never delays the rollback.
+    Rollback,
+}
+
+/// Notifications (`spec.notifications`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Notifications {
+    /// The Secret, in the Deployer's namespace, with the URLs: `slackUrl` (a Slack incoming
+    /// webhook), `webhookUrl` (a generic JSON webhook) and optionally `webhookToken` (sent as a
+    /// bearer token). The operator needs `get` on this Secret only (docs/checks.md).
+    pub secret_ref: SecretRef,
+}
+
+/// A Secret in the Deployer's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 /// Phases of a rollout, as persisted in `status.phase`.
@@ -190,9 +367,11 @@ pub enum Phase {
     Done,
     /// The rollout was rolled back to the stable version.
     Aborted,
-    /// Held at the current step: by the `deploy.example.com/paused` annotation, or by a step with
-    /// `pause: true` until promoted.
+    /// Held at the current step: by the `deploy.example.com/paused` annotation, by a step with
+    /// `pause: true` until promoted, or by an inconclusive check.
     Paused,
+    /// A gate's webhooks run: before a step's scale-up, or after its wait.
+    Checking,
 }
 
 impl std::fmt::Display for Phase {
@@ -249,9 +428,19 @@ pub struct DeployerStatus {
     /// What was left of the current step's wait when the rollout was paused (milliseconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_wait_millis: Option<i64>,
-    /// Why the rollout was aborted: `ProgressDeadlineExceeded` or `AbortRequested`.
+    /// Why the rollout was aborted: `ProgressDeadlineExceeded`, `AbortRequested` or
+    /// `CheckFailed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort_reason: Option<String>,
+    /// In phase Checking, the gate point: `BeforeStep` or `AfterStep`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
+    /// What a check said when it aborted or paused the rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_verdict: Option<String>,
+    /// The checks of the current (or last) gate: counts, last result, last error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckStatus>,
     /// The control requests (annotation values) already carried out, so each is acted on once.
     #[serde(default, skip_serializing_if = "Controls::is_empty")]
     pub handled: Controls,
@@ -262,6 +451,36 @@ pub struct DeployerStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// The persisted state of one check at one gate.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckStatus {
+    /// `metric/<name>` or `webhook/<name>`.
+    pub name: String,
+    /// Where it runs: `BeforeStep`, `Wait` (metrics), `AfterStep` or `Rollback`.
+    pub gate: String,
+    /// The step (1-based) it runs for.
+    pub step: i32,
+    /// `Running`, `Passed`, `Failed` or `Inconclusive`.
+    pub phase: String,
+    /// Measurements taken (a metric) or calls made (a webhook).
+    pub runs: i32,
+    /// Measurements that failed (a metric) or failed calls (a webhook).
+    pub failures: i32,
+    /// The last value (a metric) or HTTP status (a webhook).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_value: Option<String>,
+    /// The last error or failed condition, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When it last ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_at: Option<DateTime<Utc>>,
+    /// When it runs next (while `Running`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_at: Option<DateTime<Utc>>,
 }
 
 /// Annotation that pauses a rollout while its value is `"true"`.
@@ -363,7 +582,7 @@ mod tests {
         assert_eq!(d.spec.strategy, Strategy::Canary);
         assert_eq!(d.spec.deployment.version, "1.7.7");
         assert_eq!(d.spec.steps.len(), 4);
-        assert_eq!(d.spec.steps[3], Step { percent: 100, sleep: 0, pause: false });
+        assert_eq!(d.spec.steps[3], Step { percent: 100, ..Step::default() });
         assert_eq!(d.spec.progress_deadline_seconds, DEFAULT_PROGRESS_DEADLINE_SECONDS);
     }
 }

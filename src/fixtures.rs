@@ -34,10 +34,12 @@ pub fn seed_spec() -> DeployerSpec {
         },
         steps: vec![step(10, 60), step(30, 30), step(60, 30), step(100, 0)],
         progress_deadline_seconds: 600,
+        analysis: None,
+        notifications: None,
     }
 }
 
 /// A step.
 pub fn step(percent: i32, sleep: i64) -> Step {
-    Step { percent, sleep, pause: false }
+    Step { percent, sleep, ..Step::default() }
 }

@@ -25,7 +25,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::{
-    api::{Condition, Controls, DeployerSpec, DeployerStatus, Phase, Progress, Step},
+    api::{CheckStatus, Condition, Controls, DeployerSpec, DeployerStatus, Phase, Progress, Step},
+    checks::{self, Call, Facts, Gate, Outcome, Verdict},
     replicas::split,
 };
 
@@ -69,6 +70,8 @@ pub struct Input<'a> {
     pub paused: bool,
     /// The control request annotations' values (promote, promote-full, abort, retry).
     pub requests: &'a Controls,
+    /// Answers to the check calls of an earlier [`Decision`] of this reconcile.
+    pub outcomes: &'a [Outcome],
 }
 
 /// Tunables of the core.
@@ -77,11 +80,13 @@ pub struct Settings {
     /// How often the remaining-time text of a running wait is refreshed in the status (`None`:
     /// written once when the wait starts).
     pub wait_refresh: Option<Duration>,
+    /// The Prometheus for metric checks whose Deployer names none.
+    pub prometheus: Option<String>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { wait_refresh: Some(Duration::from_secs(10)) }
+        Self { wait_refresh: Some(Duration::from_secs(10)), prometheus: None }
     }
 }
 
@@ -117,7 +122,8 @@ pub struct Note {
 }
 
 /// What [`decide`] asks the controller to do, in this order: apply `apply`, delete `delete`,
-/// persist `status` (if it changed), publish `notes`, look again after `requeue`.
+/// persist `status` (if it changed), publish `notes`, look again after `requeue`. If `calls` is
+/// not empty, the controller may first make them and decide again with their answers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
     /// Deployments to create or resize (to the spec's template).
@@ -130,6 +136,8 @@ pub struct Decision {
     pub notes: Vec<Note>,
     /// When to reconcile again even if nothing changes (`None`: on the next change only).
     pub requeue: Option<Duration>,
+    /// Check calls due now (a PromQL query, a webhook).
+    pub calls: Vec<Call>,
 }
 
 /// Where a rollout is. Each variant carries exactly the data it needs.
@@ -150,6 +158,9 @@ enum State {
     /// Held at step `step`, with `left` of its wait still to run once resumed (`None`: paused
     /// while scaling, or at a pause step).
     Paused { step: usize, left: Option<TimeDelta>, by: Pauser },
+    /// The webhooks of a gate of step `step` run: `Gate::BeforeStep` (the previous step's
+    /// replicas in place) or `Gate::AfterStep` (this step's, its wait over).
+    Checking { step: usize, gate: Gate },
 }
 
 /// Why a rollout was aborted.
@@ -159,6 +170,8 @@ enum AbortReason {
     ProgressDeadlineExceeded,
     /// Someone asked for it (`deploy.example.com/abort`).
     AbortRequested,
+    /// A metric or webhook check failed (`status.checkVerdict` says which and why).
+    CheckFailed,
 }
 
 impl AbortReason {
@@ -166,6 +179,7 @@ impl AbortReason {
         match self {
             AbortReason::ProgressDeadlineExceeded => "ProgressDeadlineExceeded",
             AbortReason::AbortRequested => "AbortRequested",
+            AbortReason::CheckFailed => "CheckFailed",
         }
     }
 }
@@ -177,6 +191,8 @@ enum Pauser {
     Annotation,
     /// A step with `pause: true`: resumes when promoted.
     Step,
+    /// A check that could not tell (no data): resumes when promoted.
+    Check,
 }
 
 /// The rollout's memory, as recalled from the status.
@@ -191,11 +207,17 @@ struct Memory {
     state: State,
     /// Control requests already carried out.
     handled: Controls,
+    /// The checks of the current (or last) gate.
+    checks: Vec<CheckStatus>,
+    /// What a check said when it aborted or paused the rollout.
+    verdict: Option<String>,
 }
 
 /// Computes the next action of a Deployer's rollout. Pure; see the module documentation.
 pub fn decide(input: &Input) -> Decision {
-    if let Err(message) = validate(input) {
+    if let Err(message) =
+        validate(input).and_then(|()| checks::validate(input.spec, input.settings.prometheus.as_deref()))
+    {
         return halted(input, "InvalidSpec", message);
     }
     let spec = &input.spec.deployment;
@@ -229,6 +251,8 @@ pub fn decide(input: &Input) -> Decision {
                     plan: fingerprint(&FIRST_DEPLOY),
                     state: State::Scaling { step: 0, since: input.now },
                     handled: mem.handled,
+                    checks: Vec::new(),
+                    verdict: None,
                 };
             }
         }
@@ -245,8 +269,13 @@ pub fn decide(input: &Input) -> Decision {
         }
         Some(stable) => {
             if mem.canary.as_deref() == Some(target) {
-                let stepping =
-                    matches!(mem.state, State::Scaling { .. } | State::Waiting { .. } | State::Paused { .. });
+                let stepping = matches!(
+                    mem.state,
+                    State::Scaling { .. }
+                        | State::Waiting { .. }
+                        | State::Paused { .. }
+                        | State::Checking { .. }
+                );
                 if mem.plan != fingerprint(&steps) && !matches!(mem.state, State::Aborted { .. }) {
                     // Init has not started a step yet: it simply runs the new plan.
                     if stepping {
@@ -290,9 +319,10 @@ pub fn decide(input: &Input) -> Decision {
     let image = |version: &str| crate::resources::image(spec, version);
     let mut moves;
     // Each pass moves strictly forward through the plan; the bound is a belt for the braces.
-    let mut passes = 3 * plan.len() + 8;
+    let mut passes = 5 * plan.len() + 8;
     loop {
         hold_or_resume(input, &mut mem, plan, &mut notes);
+        let verdict = gate(input, &mut mem, plan, &mut notes);
         let goal = targets(&mem, plan, replicas);
         // Availability is protected once there is a stable version; a first deploy that never
         // ran in full promised none, so what it superseded goes at once.
@@ -309,29 +339,52 @@ pub fn decide(input: &Input) -> Decision {
             State::Init => (moves.reached && canary_ready(), true),
             State::Scaling { .. } if moves.reached && canary_ready() => (true, true),
             State::Scaling { since, .. } => (mem.stable.is_some() && input.now >= *since + deadline, false),
-            State::Waiting { until, .. } => (input.now >= *until, false),
+            State::Waiting { until, .. } => match verdict {
+                Verdict::Passed => (input.now >= *until, false),
+                Verdict::Pending => (false, false),
+                Verdict::Failed(_) | Verdict::Inconclusive(_) => (true, false),
+            },
+            State::Checking { .. } => (verdict != Verdict::Pending, false),
             State::Finalizing => (moves.reached, true),
             State::Done | State::Aborted { .. } | State::Paused { .. } => (false, false),
         };
         if !next {
             break;
         }
-        let next = match &mem.state {
-            State::Init => State::Scaling { step: 0, since: input.now },
-            State::Scaling { step, .. } if completed && plan[*step].pause && mem.stable.is_some() => {
-                State::Paused { step: *step, left: None, by: Pauser::Step }
+        let next = match (&mem.state, verdict) {
+            (State::Waiting { step, .. } | State::Checking { step, .. }, Verdict::Failed(why)) => {
+                mem.verdict = Some(why);
+                State::Aborted { step: *step, reason: AbortReason::CheckFailed }
             }
-            State::Scaling { step, .. } if completed => {
-                State::Waiting { step: *step, until: input.now + secs(plan[*step].sleep) }
+            (State::Waiting { step, .. } | State::Checking { step, .. }, Verdict::Inconclusive(why)) => {
+                mem.verdict = Some(why);
+                State::Paused { step: *step, left: None, by: Pauser::Check }
             }
-            State::Scaling { step, .. } => {
-                State::Aborted { step: *step, reason: AbortReason::ProgressDeadlineExceeded }
+            (State::Checking { step, gate: Gate::BeforeStep }, _) => {
+                State::Scaling { step: *step, since: input.now }
             }
-            State::Waiting { step, .. } if step + 1 < plan.len() => {
-                State::Scaling { step: step + 1, since: input.now }
+            (State::Checking { step, .. }, _) => enter_step(input, &mem, plan, step + 1),
+            (State::Waiting { step, .. }, _) if has_checks(input, &mem, plan, *step, Gate::AfterStep) => {
+                State::Checking { step: *step, gate: Gate::AfterStep }
             }
-            State::Waiting { .. } => State::Finalizing,
-            State::Finalizing | State::Done | State::Aborted { .. } | State::Paused { .. } => State::Done,
+            (state, _) => match state {
+                State::Init => enter_step(input, &mem, plan, 0),
+                State::Scaling { step, .. } if completed && plan[*step].pause && mem.stable.is_some() => {
+                    State::Paused { step: *step, left: None, by: Pauser::Step }
+                }
+                State::Scaling { step, .. } if completed => {
+                    State::Waiting { step: *step, until: input.now + secs(plan[*step].sleep) }
+                }
+                State::Scaling { step, .. } => {
+                    State::Aborted { step: *step, reason: AbortReason::ProgressDeadlineExceeded }
+                }
+                State::Waiting { step, .. } => enter_step(input, &mem, plan, step + 1),
+                State::Finalizing
+                | State::Done
+                | State::Aborted { .. }
+                | State::Paused { .. }
+                | State::Checking { .. } => State::Done,
+            },
         };
         // A first deploy is announced when it starts and when it is done, not step by step.
         if mem.stable.is_some() || next == State::Done {
@@ -349,9 +402,104 @@ pub fn decide(input: &Input) -> Decision {
         }
     }
 
+    // A gate entered on the last pass starts its clocks now.
+    enter_gate(input, &mut mem, plan);
     let status = status_of(input, &mem, plan, replicas);
-    let requeue = requeue_of(input, &mem.state, deadline);
-    Decision { apply: moves.apply, delete: moves.delete, status, notes, requeue }
+    let live = here(&mem).is_some_and(|(gate, step)| checks::at(&mem.checks, gate, step));
+    let calls = if live {
+        checks::calls(&mem.checks, input.spec, &facts(input, &mem, plan), input.now)
+    } else {
+        Vec::new()
+    };
+    let due = checks::next_due(&mem.checks)
+        .filter(|_| live)
+        .map(|t| (t - input.now).to_std().unwrap_or(Duration::ZERO));
+    let requeue = match (requeue_of(input, &mem.state, deadline), due) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Decision { apply: moves.apply, delete: moves.delete, status, notes, requeue, calls }
+}
+
+/// The gate the state runs checks at, and its step: a Checking state's gate, a wait's metrics,
+/// an abort's rollback webhooks. A first deploy has none (there is nothing to roll back to).
+fn here(mem: &Memory) -> Option<(Gate, usize)> {
+    mem.stable.as_ref()?;
+    match mem.state {
+        State::Checking { step, gate } => Some((gate, step)),
+        State::Waiting { step, .. } => Some((Gate::Wait, step)),
+        State::Aborted { step, .. } => Some((Gate::Rollback, step)),
+        _ => None,
+    }
+}
+
+/// Whether the rollout has checks for `gate` at `step`.
+fn has_checks(input: &Input, mem: &Memory, plan: &[Step], step: usize, gate: Gate) -> bool {
+    mem.stable.is_some() && checks::any(input.spec, plan.len(), step, gate)
+}
+
+/// Where the rollout goes to start step `step`: its `BeforeStep` gate if it has one, else its
+/// scaling; past the last step, Finalizing.
+fn enter_step(input: &Input, mem: &Memory, plan: &[Step], step: usize) -> State {
+    if step >= plan.len() {
+        State::Finalizing
+    } else if has_checks(input, mem, plan, step, Gate::BeforeStep) {
+        State::Checking { step, gate: Gate::BeforeStep }
+    } else {
+        State::Scaling { step, since: input.now }
+    }
+}
+
+/// Brings the check states in line with the state (fresh ones when a gate is entered), folds in
+/// the answers of this reconcile's calls, and says what the gate's checks say together. A
+/// rollback webhook's failure is only told (a Warning): the rollback goes on regardless.
+fn gate(input: &Input, mem: &mut Memory, plan: &[Step], notes: &mut Vec<Note>) -> Verdict {
+    let Some((gate, _)) = enter_gate(input, mem, plan) else { return Verdict::Passed };
+    let before = mem.checks.clone();
+    checks::fold(&mut mem.checks, input.spec, plan.len(), input.outcomes, input.now);
+    let verdict = checks::verdict(&mem.checks);
+    if gate == Gate::Rollback {
+        for (old, new) in before.iter().zip(&mem.checks) {
+            if old.phase != new.phase && new.phase == "Failed" {
+                notes.push(Note {
+                    severity: Severity::Warning,
+                    reason: "RollbackHookFailed",
+                    message: format!("{}: {}", new.name, new.last_error.as_deref().unwrap_or("failed")),
+                });
+            }
+        }
+        return Verdict::Passed;
+    }
+    verdict
+}
+
+/// Fresh check states when the state has just reached a gate; the gate and step, if any.
+fn enter_gate(input: &Input, mem: &mut Memory, plan: &[Step]) -> Option<(Gate, usize)> {
+    let (gate, step) = here(mem)?;
+    if !checks::at(&mem.checks, gate, step) {
+        mem.checks = checks::enter(input.spec, plan.len(), step, gate, input.now);
+    }
+    Some((gate, step))
+}
+
+/// What the calls of a gate need to know of the rollout.
+fn facts<'a>(input: &'a Input, mem: &'a Memory, plan: &[Step]) -> Facts<'a> {
+    let (step, phase) = match mem.state {
+        State::Checking { step, .. } => (step, "Checking"),
+        State::Waiting { step, .. } => (step, "Waiting"),
+        State::Aborted { step, .. } => (step, "Aborted"),
+        _ => (0, "Scaling"),
+    };
+    Facts {
+        deployer: input.name,
+        namespace: input.namespace,
+        stable: mem.stable.as_deref(),
+        canary: mem.canary.as_deref(),
+        steps: plan.len(),
+        percent: plan.get(step).map_or(0, |s| s.percent),
+        phase,
+        prometheus: input.settings.prometheus.as_deref(),
+    }
 }
 
 /// Carries out new control requests (annotation values not yet in `status.handled`), at most one
@@ -379,7 +527,10 @@ fn control(input: &Input, mem: &mut Memory, plan: &[Step], notes: &mut Vec<Note>
     let last = plan.len() - 1;
     let step = match mem.state {
         State::Init => Some(0),
-        State::Scaling { step, .. } | State::Waiting { step, .. } | State::Paused { step, .. } => Some(step),
+        State::Scaling { step, .. }
+        | State::Waiting { step, .. }
+        | State::Paused { step, .. }
+        | State::Checking { step, .. } => Some(step),
         _ => None,
     };
     let in_flight = mem.stable.is_some() && mem.canary.is_some();
@@ -403,11 +554,23 @@ fn control(input: &Input, mem: &mut Memory, plan: &[Step], notes: &mut Vec<Note>
             mem.state = next;
         }
         Some(step) if promote => {
-            notes.push(normal("PromoteRequested", format!("promoting {canary} past step {}", step + 1)));
-            let next = if step < last {
-                State::Scaling { step: step + 1, since: input.now }
-            } else {
-                State::Finalizing
+            // Promote ends what holds the rollout now (a wait, a pause, a gate's checks); the gates
+            // of later steps still apply.
+            let next = match mem.state {
+                State::Checking { step, gate: Gate::BeforeStep } => {
+                    notes.push(normal(
+                        "PromoteRequested",
+                        format!("promoting {canary}: skipping the checks before step {}", step + 1),
+                    ));
+                    State::Scaling { step, since: input.now }
+                }
+                _ => {
+                    notes.push(normal(
+                        "PromoteRequested",
+                        format!("promoting {canary} past step {}", step + 1),
+                    ));
+                    enter_step(input, mem, plan, step + 1)
+                }
             };
             notes.push(announce(mem, &next, plan, replicas, deadline));
             if next == State::Finalizing {
@@ -457,13 +620,14 @@ fn seconds_text(d: TimeDelta) -> String {
 }
 
 /// The implied final step of a rollout, and the single step of a first deploy.
-const FIRST_DEPLOY: [Step; 1] = [Step { percent: 100, sleep: 0, pause: false }];
+const FIRST_DEPLOY: [Step; 1] =
+    [Step { percent: 100, sleep: 0, pause: false, metrics: Vec::new(), webhooks: Vec::new() }];
 
 /// The spec's steps with a final 100% step appended when the last one is below 100.
 pub fn normalized_steps(steps: &[Step]) -> Vec<Step> {
     let mut out = steps.to_vec();
     if out.last().is_none_or(|s| s.percent < 100) {
-        out.push(Step { percent: 100, sleep: 0, pause: false });
+        out.push(Step { percent: 100, ..Step::default() });
     }
     out
 }
@@ -526,7 +690,7 @@ pub fn halted(input: &Input, reason: &'static str, message: String) -> Decision 
     status.observed_generation = Some(input.generation);
     let notes =
         if already { Vec::new() } else { vec![Note { severity: Severity::Warning, reason, message }] };
-    Decision { apply: Vec::new(), delete: Vec::new(), status, notes, requeue: None }
+    Decision { apply: Vec::new(), delete: Vec::new(), status, notes, requeue: None, calls: Vec::new() }
 }
 
 /// The memory persisted in `status`, or `None` if there is none (a new or wiped status).
@@ -545,6 +709,7 @@ fn recall(status: Option<&DeployerStatus>, now: DateTime<Utc>) -> Option<Memory>
             step,
             reason: match status.abort_reason.as_deref() {
                 Some("AbortRequested") => AbortReason::AbortRequested,
+                Some("CheckFailed") => AbortReason::CheckFailed,
                 _ => AbortReason::ProgressDeadlineExceeded,
             },
         },
@@ -553,7 +718,15 @@ fn recall(status: Option<&DeployerStatus>, now: DateTime<Utc>) -> Option<Memory>
             left: status.paused_wait_millis.map(TimeDelta::milliseconds),
             by: match status.paused_by.as_deref() {
                 Some("Step") => Pauser::Step,
+                Some("Check") => Pauser::Check,
                 _ => Pauser::Annotation,
+            },
+        },
+        Phase::Checking => State::Checking {
+            step,
+            gate: match status.gate.as_deref() {
+                Some("BeforeStep") => Gate::BeforeStep,
+                _ => Gate::AfterStep,
             },
         },
     };
@@ -563,6 +736,8 @@ fn recall(status: Option<&DeployerStatus>, now: DateTime<Utc>) -> Option<Memory>
         plan: status.plan.clone().unwrap_or_default(),
         state,
         handled: status.handled.clone(),
+        checks: status.checks.clone(),
+        verdict: status.check_verdict.clone(),
     })
 }
 
@@ -576,29 +751,46 @@ fn adopt(observed: &[Observed], target: &str) -> Memory {
         live().max_by_key(|o| (o.available, o.replicas)).map(|o| o.version.clone())
     };
     let state = if stable.is_some() { State::Done } else { State::Init };
-    Memory { stable, canary: None, plan: String::new(), state, handled: Controls::default() }
+    Memory {
+        stable,
+        canary: None,
+        plan: String::new(),
+        state,
+        handled: Controls::default(),
+        checks: Vec::new(),
+        verdict: None,
+    }
 }
 
 /// The replicas each version should run in the memory's current state.
 fn targets(mem: &Memory, plan: &[Step], replicas: i32) -> Vec<(String, i32)> {
+    // The step whose split holds: `None` before the first step. Before a step (its gate), the
+    // previous step's replicas hold; after it, its own.
+    let at = match mem.state {
+        State::Init => None,
+        State::Checking { step, gate: Gate::BeforeStep } => step.checked_sub(1),
+        State::Checking { step, .. }
+        | State::Scaling { step, .. }
+        | State::Waiting { step, .. }
+        | State::Paused { step, .. } => Some(step),
+        State::Finalizing | State::Done | State::Aborted { .. } => {
+            return mem.stable.iter().map(|stable| (stable.clone(), replicas)).collect();
+        }
+    };
     let mut goal = Vec::with_capacity(2);
-    match (&mem.state, &mem.stable, &mem.canary) {
-        (State::Init, Some(stable), Some(canary)) => {
+    match (at, &mem.stable, &mem.canary) {
+        (None, Some(stable), Some(canary)) => {
             goal.push((stable.clone(), replicas));
             goal.push((canary.clone(), 0));
         }
-        (
-            State::Scaling { step, .. } | State::Waiting { step, .. } | State::Paused { step, .. },
-            stable,
-            Some(canary),
-        ) => {
-            let s = split(replicas, plan[(*step).min(plan.len() - 1)].percent);
+        (Some(step), stable, Some(canary)) => {
+            let s = split(replicas, plan[step.min(plan.len() - 1)].percent);
             goal.push((canary.clone(), s.canary));
             if let Some(stable) = stable {
                 goal.push((stable.clone(), s.stable));
             }
         }
-        (_, Some(stable), _) => goal.push((stable.clone(), replicas)),
+        (_, Some(stable), None) => goal.push((stable.clone(), replicas)),
         (_, None, _) => {}
     }
     goal
@@ -721,6 +913,32 @@ fn announce(mem: &Memory, next: &State, plan: &[Step], replicas: i32, deadline: 
                 stable.unwrap_or("?")
             ),
         },
+        State::Aborted { step, reason: AbortReason::CheckFailed } => Note {
+            severity: Severity::Warning,
+            reason: "CheckFailed",
+            message: format!(
+                "step {}/{n}: {}; rolled back to {}",
+                step + 1,
+                mem.verdict.as_deref().unwrap_or("a check failed"),
+                stable.unwrap_or("?")
+            ),
+        },
+        State::Paused { step, by: Pauser::Check, .. } => Note {
+            severity: Severity::Warning,
+            reason: "CheckInconclusive",
+            message: format!(
+                "step {}/{n}: {}; paused until promoted (or aborted)",
+                step + 1,
+                mem.verdict.as_deref().unwrap_or("a check could not tell")
+            ),
+        },
+        State::Checking { step, gate: Gate::BeforeStep } => normal(
+            "GateChecking",
+            format!("step {}/{n}: running the checks before scaling to {}", step + 1, pair(*step)),
+        ),
+        State::Checking { step, .. } => {
+            normal("GateChecking", format!("step {}/{n}: running the checks after the wait", step + 1))
+        }
         State::Paused { step, by: Pauser::Step, .. } => normal(
             "StepPaused",
             format!("step {}/{n} in place ({}); paused until promoted", step + 1, pair(*step)),
@@ -787,6 +1005,23 @@ fn status_of(input: &Input, mem: &Memory, plan: &[Step], replicas: i32) -> Deplo
                 },
             )),
         ),
+        State::Checking { step, gate } => (
+            Phase::Checking,
+            step + 1,
+            // The canary's share of what runs now: the previous step's before the gate opens.
+            Some(match (gate, step.checked_sub(1)) {
+                (Gate::BeforeStep, None) => 0,
+                (Gate::BeforeStep, Some(before)) => plan[before].percent,
+                _ => plan[*step].percent,
+            }),
+            Some(progress_of(
+                *step,
+                match gate {
+                    Gate::BeforeStep => "checks before the step running".to_string(),
+                    _ => "checks after the step running".to_string(),
+                },
+            )),
+        ),
     };
     let mut status = DeployerStatus {
         observed_generation: Some(input.generation),
@@ -809,6 +1044,7 @@ fn status_of(input: &Input, mem: &Memory, plan: &[Step], replicas: i32) -> Deplo
         },
         paused_by: match mem.state {
             State::Paused { by: Pauser::Step, .. } => Some("Step".into()),
+            State::Paused { by: Pauser::Check, .. } => Some("Check".into()),
             State::Paused { by: Pauser::Annotation, .. } => Some("Annotation".into()),
             _ => None,
         },
@@ -820,6 +1056,16 @@ fn status_of(input: &Input, mem: &Memory, plan: &[Step], replicas: i32) -> Deplo
             State::Aborted { reason, .. } => Some(reason.as_str().to_string()),
             _ => None,
         },
+        gate: match mem.state {
+            State::Checking { gate, .. } => Some(gate.as_str().to_string()),
+            _ => None,
+        },
+        check_verdict: match mem.state {
+            State::Aborted { reason: AbortReason::CheckFailed, .. }
+            | State::Paused { by: Pauser::Check, .. } => mem.verdict.clone(),
+            _ => None,
+        },
+        checks: mem.checks.clone(),
         handled: mem.handled.clone(),
         progress,
         conditions: old.conditions.clone(),
@@ -857,6 +1103,11 @@ fn conditions(input: &Input, mem: &Memory, status: &mut DeployerStatus, n: usize
                 AbortReason::AbortRequested => {
                     format!("abort requested at step {}/{n}; rolled back to {stable}", step + 1)
                 }
+                AbortReason::CheckFailed => format!(
+                    "a check failed at step {}/{n} ({}); rolled back to {stable}",
+                    step + 1,
+                    mem.verdict.as_deref().unwrap_or("?")
+                ),
             };
             (("False", "Aborted", msg.clone()), ("False", reason.as_str(), msg))
         }
@@ -866,6 +1117,11 @@ fn conditions(input: &Input, mem: &Memory, status: &mut DeployerStatus, n: usize
                 Pauser::Annotation => {
                     format!("{canary} paused at step {}/{n} by deploy.example.com/paused", step + 1)
                 }
+                Pauser::Check => format!(
+                    "{canary} paused at step {}/{n}: a check could not tell ({}); promote to go on, or abort",
+                    step + 1,
+                    mem.verdict.as_deref().unwrap_or("?")
+                ),
             };
             (("False", "Paused", msg.clone()), ("Unknown", "Paused", msg))
         }
@@ -922,6 +1178,8 @@ fn set_condition(
 fn requeue_of(input: &Input, state: &State, deadline: TimeDelta) -> Option<Duration> {
     let until = |t: DateTime<Utc>| (t - input.now).to_std().unwrap_or(Duration::ZERO);
     match state {
+        // Past its end, a wait holds only for its metrics: their next measurement wakes it.
+        State::Waiting { until: end, .. } if *end <= input.now => None,
         State::Waiting { until: end, .. } => {
             let left = until(*end);
             Some(match input.settings.wait_refresh {

@@ -24,6 +24,10 @@ struct World {
     paused: bool,
     /// The control request annotations.
     requests: Controls,
+    /// What each check answers (by check name), run by run; the last answer repeats.
+    answers: BTreeMap<String, Vec<checks::Answer>>,
+    /// Every check call made, in order.
+    calls: Vec<Call>,
 }
 
 impl World {
@@ -39,6 +43,8 @@ impl World {
             settings: Settings::default(),
             paused: false,
             requests: Controls::default(),
+            answers: BTreeMap::new(),
+            calls: Vec::new(),
         }
     }
 
@@ -51,6 +57,10 @@ impl World {
     }
 
     fn decide(&self) -> Decision {
+        self.decide_with(&[])
+    }
+
+    fn decide_with(&self, outcomes: &[Outcome]) -> Decision {
         let observed: Vec<Observed> = self.deployments.values().cloned().collect();
         decide(&Input {
             name: "nginx",
@@ -63,12 +73,40 @@ impl World {
             settings: &self.settings,
             paused: self.paused,
             requests: &self.requests,
+            outcomes,
         })
+    }
+
+    /// Answers calls as the checks' scripts say (a check without a script passes).
+    fn answer(&mut self, calls: &[Call]) -> Vec<Outcome> {
+        self.calls.extend(calls.iter().cloned());
+        calls
+            .iter()
+            .map(|c| {
+                let script = self.answers.get(&c.check);
+                let run = usize::try_from(c.key.run).unwrap_or(0);
+                let fallback = match c.request {
+                    checks::Request::Query { .. } => checks::Answer::Value(0.0),
+                    checks::Request::Post { .. } => checks::Answer::Status(200),
+                };
+                let answer = script.and_then(|s| s.get(run).or(s.last()).cloned()).unwrap_or(fallback);
+                Outcome { check: c.check.clone(), key: c.key.clone(), answer }
+            })
+            .collect()
     }
 
     /// One reconcile: decide, then carry the decision out as the controller would.
     fn reconcile(&mut self) -> Decision {
-        let d = self.decide();
+        let mut d = self.decide();
+        let mut outcomes = Vec::new();
+        for _ in 0..3 {
+            if d.calls.is_empty() {
+                break;
+            }
+            let calls = d.calls.clone();
+            outcomes.extend(self.answer(&calls));
+            d = self.decide_with(&outcomes);
+        }
         for s in &d.apply {
             let image = crate::resources::image(&self.spec.deployment, &s.version);
             let dep = self.deployments.entry(s.version.clone()).or_insert_with(|| Observed {
@@ -122,6 +160,28 @@ impl World {
             let _ = d;
         }
         panic!("did not converge: {:?}", self.status);
+    }
+
+    /// Like [`World::converge`], but stops as soon as `done` holds after a reconcile.
+    fn converge_until(&mut self, done: impl Fn(&World) -> bool) {
+        for _ in 0..200 {
+            self.reconcile();
+            if done(self) {
+                return;
+            }
+            self.settle();
+            let again = self.decide();
+            if again.apply.is_empty()
+                && again.delete.is_empty()
+                && self.status.as_ref() == Some(&again.status)
+            {
+                match again.requeue {
+                    None => panic!("settled before the condition held: {:?}", self.status),
+                    Some(t) => self.advance(t.as_secs_f64().max(0.001)),
+                }
+            }
+        }
+        panic!("the condition never held: {:?}", self.status);
     }
 
     fn advance(&mut self, secs: f64) {
@@ -567,6 +627,50 @@ enum Op {
     TogglePause,
     /// 0: promote, 1: promote-full, 2: abort, 3: retry.
     Request(usize),
+    /// What check `CHECKS[.0]` answers from now on: `answers()[.1]`.
+    Answer(usize, usize),
+}
+
+/// The checks of a gated rollout in the property test.
+const CHECKS: [&str; 3] = ["metric/errors", "webhook/before", "webhook/undo"];
+
+fn answers() -> Vec<checks::Answer> {
+    use checks::Answer;
+    vec![
+        Answer::Value(0.0),
+        Answer::Value(1.0),
+        Answer::NoData("no data".into()),
+        Answer::Status(200),
+        Answer::Status(500),
+        Answer::Status(404),
+        Answer::Unreachable("timed out".into()),
+    ]
+}
+
+/// A metric measured during every wait, a webhook before every step and one on rollback.
+fn gated() -> crate::api::Analysis {
+    use crate::api::{Analysis, HookPoint, MetricCheck, PrometheusSource, WebhookCheck};
+    let hook = |name: &str, gate| WebhookCheck {
+        name: name.into(),
+        gate,
+        url: "http://hooks".into(),
+        timeout_seconds: 1,
+        retries: 1,
+        metadata: BTreeMap::new(),
+    };
+    Analysis {
+        prometheus: Some(PrometheusSource { address: "http://prom".into() }),
+        metrics: vec![MetricCheck {
+            name: "errors".into(),
+            query: "errors".into(),
+            min: None,
+            max: Some(0.5),
+            interval_seconds: 5,
+            count: 2,
+            failure_limit: 0,
+        }],
+        webhooks: vec![hook("before", HookPoint::BeforeStep), hook("undo", HookPoint::Rollback)],
+    }
 }
 
 const VERSIONS: [&str; 3] = ["1.0.0", "2.0.0", "3.0.0"];
@@ -592,6 +696,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..VERSIONS.len()).prop_map(Op::DeleteByHand),
         1 => Just(Op::TogglePause),
         1 => (0..4usize).prop_map(Op::Request),
+        1 => ((0..CHECKS.len()), (0..answers().len())).prop_map(|(c, a)| Op::Answer(c, a)),
     ]
 }
 
@@ -613,12 +718,14 @@ proptest! {
     fn rollouts_keep_their_invariants_under_arbitrary_edits_and_observations(
         replicas in 0i32..25,
         plan in 0..3usize,
+        with_checks in any::<bool>(),
         ops in prop::collection::vec(op(), 1..60),
     ) {
         let mut spec = seed_spec();
         spec.deployment.version = VERSIONS[0].into();
         spec.deployment.replicas = replicas;
         spec.steps = plans()[plan].clone();
+        spec.analysis = with_checks.then(gated);
         let mut w = World::new(spec);
         // (rollout identity, step) of the last reconcile, for the monotonicity check.
         let mut last_step: Option<(RolloutId, i64, i32)> = None;
@@ -707,6 +814,7 @@ proptest! {
                 }
                 Op::DeleteByHand(i) => { w.deployments.remove(VERSIONS[i]); }
                 Op::TogglePause => w.paused = !w.paused,
+                Op::Answer(c, a) => { w.answers.insert(CHECKS[c].into(), vec![answers()[a].clone()]); }
                 Op::Request(kind) => {
                     requests += 1;
                     let token = Some(format!("r{requests}"));
@@ -845,7 +953,7 @@ fn a_pause_step_waits_until_promoted() {
     let mut w = World::seed_done();
     w.edit(|s| {
         s.deployment.version = "1.7.8".into();
-        s.steps = vec![Step { percent: 50, sleep: 0, pause: true }];
+        s.steps = vec![Step { percent: 50, sleep: 0, pause: true, ..Step::default() }];
     });
     for _ in 0..3 {
         w.reconcile();
@@ -972,3 +1080,6 @@ fn abort_takes_precedence_over_promote() {
     w.reconcile();
     assert_eq!(w.phase(), Phase::Aborted);
 }
+
+/// Step gates: metric and webhook checks in the state machine.
+mod gates;

@@ -1,0 +1,467 @@
+//! Step gates: which checks run where, when each is due, and what their answers mean.
+//!
+//! Pure, like [`crate::rollout`]: the core lists the calls that are due ([`Call`]), the shell
+//! ([`crate::probe`]) makes them and hands the answers back ([`Outcome`]), and the core folds
+//! them into the check states persisted in `status.checks`. A check's counts live only there, so
+//! a restart neither repeats a passed check nor forgets a failure.
+//!
+//! Gate points (docs/checks.md):
+//! - `BeforeStep` — webhooks before a step's scale-up (and `BeforePromotion` ones before the
+//!   final 100% step);
+//! - `Wait` — metrics, measured during the step's wait;
+//! - `AfterStep` — webhooks after the wait, before the next step;
+//! - `Rollback` — webhooks told of an abort (their answer never delays the rollback).
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::{Value, json};
+
+use crate::api::{CheckStatus, DeployerSpec, HookPoint, MetricCheck, WebhookCheck};
+
+/// Where checks run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// Before a step's scale-up.
+    BeforeStep,
+    /// During a step's wait (metrics).
+    Wait,
+    /// After a step's wait.
+    AfterStep,
+    /// On an abort.
+    Rollback,
+}
+
+impl Gate {
+    /// The name persisted in `status.checks[].gate`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Gate::BeforeStep => "BeforeStep",
+            Gate::Wait => "Wait",
+            Gate::AfterStep => "AfterStep",
+            Gate::Rollback => "Rollback",
+        }
+    }
+
+    /// The gate of a persisted name.
+    pub fn parse(name: &str) -> Option<Gate> {
+        [Gate::BeforeStep, Gate::Wait, Gate::AfterStep, Gate::Rollback]
+            .into_iter()
+            .find(|g| g.as_str() == name)
+    }
+}
+
+/// A check as configured.
+#[derive(Clone, Copy, Debug)]
+enum Def<'a> {
+    Metric(&'a MetricCheck),
+    Webhook(&'a WebhookCheck),
+}
+
+impl Def<'_> {
+    fn name(&self) -> String {
+        match self {
+            Def::Metric(m) => format!("metric/{}", m.name),
+            Def::Webhook(w) => format!("webhook/{}", w.name),
+        }
+    }
+}
+
+/// The checks configured for `gate` at step `step` (0-based) of a plan of `steps` steps: the
+/// rollout-wide ones, then the step's own.
+fn configured(spec: &DeployerSpec, steps: usize, step: usize, gate: Gate) -> Vec<Def<'_>> {
+    let wide = spec.analysis.as_ref();
+    let own = spec.steps.get(step).filter(|_| step < steps);
+    let last = step + 1 == steps;
+    let hooks = |point: &dyn Fn(HookPoint) -> bool| {
+        let wide = wide.into_iter().flat_map(|a| &a.webhooks);
+        let own = own.into_iter().flat_map(|s| &s.webhooks);
+        wide.chain(own).filter(|w| point(w.gate)).map(Def::Webhook).collect::<Vec<_>>()
+    };
+    match gate {
+        Gate::Wait => wide
+            .into_iter()
+            .flat_map(|a| &a.metrics)
+            .chain(own.into_iter().flat_map(|s| &s.metrics))
+            .map(Def::Metric)
+            .collect(),
+        Gate::BeforeStep => {
+            hooks(&|p| p == HookPoint::BeforeStep || (last && step > 0 && p == HookPoint::BeforePromotion))
+        }
+        Gate::AfterStep => hooks(&|p| p == HookPoint::AfterStep),
+        Gate::Rollback => hooks(&|p| p == HookPoint::Rollback),
+    }
+}
+
+/// Whether any check is configured for `gate` at `step`.
+pub fn any(spec: &DeployerSpec, steps: usize, step: usize, gate: Gate) -> bool {
+    !configured(spec, steps, step, gate).is_empty()
+}
+
+/// Whether `checks` are the state of `gate` at `step`.
+pub fn at(checks: &[CheckStatus], gate: Gate, step: usize) -> bool {
+    checks.first().is_some_and(|c| c.gate == gate.as_str() && c.step == one_based(step))
+}
+
+/// Fresh states for the checks of `gate` at `step`, entered at `now`: webhooks are due at once,
+/// a metric's first measurement one interval later.
+pub fn enter(
+    spec: &DeployerSpec,
+    steps: usize,
+    step: usize,
+    gate: Gate,
+    now: DateTime<Utc>,
+) -> Vec<CheckStatus> {
+    configured(spec, steps, step, gate)
+        .into_iter()
+        .map(|def| CheckStatus {
+            name: def.name(),
+            gate: gate.as_str().into(),
+            step: one_based(step),
+            phase: RUNNING.into(),
+            runs: 0,
+            failures: 0,
+            last_value: None,
+            last_error: None,
+            last_at: None,
+            next_at: Some(match def {
+                Def::Metric(m) => now + TimeDelta::seconds(m.interval_seconds.max(1)),
+                Def::Webhook(_) => now,
+            }),
+        })
+        .collect()
+}
+
+const RUNNING: &str = "Running";
+const PASSED: &str = "Passed";
+const FAILED: &str = "Failed";
+const INCONCLUSIVE: &str = "Inconclusive";
+
+/// What one call answered.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Answer {
+    /// A metric's value.
+    Value(f64),
+    /// A query that returned no number (no series, NaN), with why.
+    NoData(String),
+    /// A webhook's HTTP status.
+    Status(u16),
+    /// No answer: a timeout, a connection error, a query Prometheus refused (with why; URLs and
+    /// secrets are never part of it).
+    Unreachable(String),
+}
+
+/// A call the shell should make, and how to recognise its answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Call {
+    /// The check (`metric/<name>` or `webhook/<name>`).
+    pub check: String,
+    /// Which gate, step and run the answer belongs to.
+    pub key: Key,
+    /// What to do.
+    pub request: Request,
+}
+
+/// Identifies one run of one check; an answer is folded only into the run it was made for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Key {
+    /// `status.checks[].gate`.
+    pub gate: &'static str,
+    /// 1-based step.
+    pub step: i32,
+    /// `status.checks[].runs` when the call was made.
+    pub run: i32,
+}
+
+/// What a call does.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Request {
+    /// An instant PromQL query.
+    Query {
+        /// Prometheus base URL.
+        address: String,
+        /// The query, placeholders replaced.
+        query: String,
+    },
+    /// A webhook.
+    Post {
+        /// Where.
+        url: String,
+        /// How long to wait for the answer.
+        timeout: Duration,
+        /// The JSON body.
+        payload: Value,
+    },
+}
+
+/// The answer to a [`Call`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    /// The check.
+    pub check: String,
+    /// The run it answers.
+    pub key: Key,
+    /// The answer.
+    pub answer: Answer,
+}
+
+/// What the checks of a gate say together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Some are still running.
+    Pending,
+    /// All passed (or there are none).
+    Passed,
+    /// One failed: abort.
+    Failed(String),
+    /// One could not tell: pause.
+    Inconclusive(String),
+}
+
+/// The rollout facts a call needs (for placeholders and the webhook payload).
+#[derive(Clone, Debug)]
+pub struct Facts<'a> {
+    /// The Deployer's name and namespace.
+    pub deployer: &'a str,
+    /// The Deployer's namespace.
+    pub namespace: &'a str,
+    /// The stable and canary versions.
+    pub stable: Option<&'a str>,
+    /// The canary version.
+    pub canary: Option<&'a str>,
+    /// Steps of the plan.
+    pub steps: usize,
+    /// Percent of the step the gate belongs to.
+    pub percent: i32,
+    /// The phase the rollout is in (`Checking`, `Waiting`, `Aborted`).
+    pub phase: &'static str,
+    /// Prometheus to use when the spec names none (the operator's `--prometheus-address`).
+    pub prometheus: Option<&'a str>,
+}
+
+/// Folds the answers that belong to the current runs of `checks` into them.
+pub fn fold(
+    checks: &mut [CheckStatus],
+    spec: &DeployerSpec,
+    steps: usize,
+    outcomes: &[Outcome],
+    now: DateTime<Utc>,
+) {
+    for c in checks.iter_mut().filter(|c| c.phase == RUNNING) {
+        let Some(o) = outcomes.iter().find(|o| {
+            o.check == c.name && o.key.gate == c.gate && o.key.step == c.step && o.key.run == c.runs
+        }) else {
+            continue;
+        };
+        let step = usize::try_from(c.step - 1).unwrap_or(0);
+        let Some(gate) = Gate::parse(&c.gate) else { continue };
+        let Some(def) = configured(spec, steps, step, gate).into_iter().find(|d| d.name() == c.name) else {
+            continue;
+        };
+        c.runs += 1;
+        c.last_at = Some(now);
+        match def {
+            Def::Metric(m) => measure(c, m, &o.answer, now),
+            Def::Webhook(w) => hear(c, w, &o.answer, now),
+        }
+    }
+}
+
+fn measure(c: &mut CheckStatus, m: &MetricCheck, answer: &Answer, now: DateTime<Utc>) {
+    let v = match answer {
+        Answer::Value(v) => *v,
+        Answer::NoData(why) | Answer::Unreachable(why) => {
+            inconclusive(c, why.clone());
+            return;
+        }
+        Answer::Status(code) => {
+            inconclusive(c, format!("unexpected HTTP status {code}"));
+            return;
+        }
+    };
+    c.last_value = Some(number(v));
+    let low = m.min.filter(|min| v < *min);
+    let high = m.max.filter(|max| v > *max);
+    c.last_error = match (low, high) {
+        (Some(min), _) => Some(format!("{} is below min {}", number(v), number(min))),
+        (_, Some(max)) => Some(format!("{} is above max {}", number(v), number(max))),
+        _ => None,
+    }
+    .map(|e| format!("{e} (measurement {} of {})", c.runs, m.count));
+    if c.last_error.is_some() {
+        c.failures += 1;
+    }
+    if c.failures > m.failure_limit {
+        c.phase = FAILED.into();
+    } else if c.runs >= m.count {
+        c.phase = PASSED.into();
+    }
+    c.next_at = (c.phase == RUNNING).then(|| now + TimeDelta::seconds(m.interval_seconds.max(1)));
+}
+
+/// A measurement that gave no number: the check can no longer tell, and the rollout pauses.
+fn inconclusive(c: &mut CheckStatus, why: String) {
+    c.last_value = None;
+    c.last_error = Some(why);
+    c.phase = INCONCLUSIVE.into();
+    c.next_at = None;
+}
+
+fn hear(c: &mut CheckStatus, w: &WebhookCheck, answer: &Answer, now: DateTime<Utc>) {
+    let retryable = match answer {
+        Answer::Status(code) if (200..300).contains(code) => {
+            c.last_value = Some(code.to_string());
+            c.last_error = None;
+            c.phase = PASSED.into();
+            c.next_at = None;
+            return;
+        }
+        Answer::Status(code) => {
+            c.last_value = Some(code.to_string());
+            c.last_error = Some(format!("answered HTTP {code}"));
+            *code >= 500
+        }
+        Answer::Unreachable(why) | Answer::NoData(why) => {
+            c.last_value = None;
+            c.last_error = Some(why.clone());
+            true
+        }
+        Answer::Value(_) => false,
+    };
+    c.failures += 1;
+    if retryable && c.runs <= w.retries {
+        // 1 s, 2 s, 4 s … between attempts, at most 30 s.
+        let backoff = 1i64 << (c.runs - 1).clamp(0, 5);
+        c.next_at = Some(now + TimeDelta::seconds(backoff.min(30)));
+    } else {
+        c.phase = FAILED.into();
+        c.next_at = None;
+    }
+}
+
+/// What the checks of a gate say together: the first failure, else the first inconclusive one,
+/// else pending while any runs.
+pub fn verdict(checks: &[CheckStatus]) -> Verdict {
+    let say = |c: &CheckStatus| format!("{}: {}", c.name, c.last_error.as_deref().unwrap_or("failed"));
+    if let Some(c) = checks.iter().find(|c| c.phase == FAILED) {
+        return Verdict::Failed(say(c));
+    }
+    if let Some(c) = checks.iter().find(|c| c.phase == INCONCLUSIVE) {
+        return Verdict::Inconclusive(say(c));
+    }
+    if checks.iter().any(|c| c.phase == RUNNING) { Verdict::Pending } else { Verdict::Passed }
+}
+
+/// The calls due at `now` for the running checks of `checks`.
+pub fn calls(checks: &[CheckStatus], spec: &DeployerSpec, facts: &Facts, now: DateTime<Utc>) -> Vec<Call> {
+    let mut out = Vec::new();
+    for c in checks.iter().filter(|c| c.phase == RUNNING && c.next_at.is_none_or(|t| t <= now)) {
+        let step = usize::try_from(c.step - 1).unwrap_or(0);
+        let Some(gate) = Gate::parse(&c.gate) else { continue };
+        let Some(def) = configured(spec, facts.steps, step, gate).into_iter().find(|d| d.name() == c.name)
+        else {
+            continue;
+        };
+        let key = Key { gate: gate.as_str(), step: c.step, run: c.runs };
+        let request = match def {
+            Def::Metric(m) => {
+                let address = spec
+                    .analysis
+                    .as_ref()
+                    .and_then(|a| a.prometheus.as_ref())
+                    .map(|p| p.address.clone())
+                    .or_else(|| facts.prometheus.map(str::to_string))
+                    .unwrap_or_default();
+                Request::Query { address, query: expand(&m.query, spec, facts) }
+            }
+            Def::Webhook(w) => Request::Post {
+                url: w.url.clone(),
+                timeout: Duration::from_secs(u64::try_from(w.timeout_seconds).unwrap_or(10).max(1)),
+                payload: payload(w, c, spec, facts),
+            },
+        };
+        out.push(Call { check: c.name.clone(), key, request });
+    }
+    out
+}
+
+/// The earliest time a running check is due.
+pub fn next_due(checks: &[CheckStatus]) -> Option<DateTime<Utc>> {
+    checks.iter().filter(|c| c.phase == RUNNING).filter_map(|c| c.next_at).min()
+}
+
+/// The JSON a webhook receives (documented in docs/checks.md).
+fn payload(w: &WebhookCheck, c: &CheckStatus, spec: &DeployerSpec, facts: &Facts) -> Value {
+    json!({
+        "deployer": facts.deployer,
+        "namespace": facts.namespace,
+        "deployment": spec.deployment.name,
+        "check": w.name,
+        "gate": match w.gate {
+            HookPoint::BeforePromotion => "BeforePromotion",
+            _ => c.gate.as_str(),
+        },
+        "step": c.step,
+        "steps": facts.steps,
+        "percent": facts.percent,
+        "stableVersion": facts.stable,
+        "canaryVersion": facts.canary,
+        "phase": facts.phase,
+        "attempt": c.runs + 1,
+        "metadata": w.metadata,
+    })
+}
+
+/// Replaces the placeholders of a query.
+fn expand(query: &str, spec: &DeployerSpec, facts: &Facts) -> String {
+    query
+        .replace("{{canary}}", facts.canary.unwrap_or_default())
+        .replace("{{stable}}", facts.stable.unwrap_or_default())
+        .replace("{{deployment}}", &spec.deployment.name)
+        .replace("{{namespace}}", facts.namespace)
+        .replace("{{deployer}}", facts.deployer)
+}
+
+/// A number as people write it: `0.97`, `12`, `NaN`.
+fn number(v: f64) -> String {
+    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 { format!("{v:.0}") } else { format!("{v}") }
+}
+
+fn one_based(step: usize) -> i32 {
+    i32::try_from(step + 1).unwrap_or(i32::MAX)
+}
+
+/// Checks what the schema cannot: a metric needs a Prometheus, and a step's check must not take a
+/// rollout-wide check's name.
+pub fn validate(spec: &DeployerSpec, fallback_prometheus: Option<&str>) -> Result<(), String> {
+    let wide = spec.analysis.as_ref();
+    let any_metric =
+        wide.is_some_and(|a| !a.metrics.is_empty()) || spec.steps.iter().any(|s| !s.metrics.is_empty());
+    let address =
+        wide.and_then(|a| a.prometheus.as_ref()).map(|p| p.address.as_str()).or(fallback_prometheus);
+    if any_metric && address.is_none() {
+        return Err("metrics need a Prometheus: set spec.analysis.prometheus.address (or run the operator with --prometheus-address)".into());
+    }
+    for (i, s) in spec.steps.iter().enumerate() {
+        for m in &s.metrics {
+            if wide.is_some_and(|a| a.metrics.iter().any(|n| n.name == m.name)) {
+                return Err(format!(
+                    "spec.steps[{i}].metrics: {:?} is already a name in spec.analysis.metrics",
+                    m.name
+                ));
+            }
+        }
+        for w in &s.webhooks {
+            if wide.is_some_and(|a| a.webhooks.iter().any(|n| n.name == w.name)) {
+                return Err(format!(
+                    "spec.steps[{i}].webhooks: {:?} is already a name in spec.analysis.webhooks",
+                    w.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
