@@ -33,6 +33,7 @@ use crate::{
     api::{Deployer, DeployerStatus},
     http::Health,
     metrics::Metrics,
+    probe::{self, Prober},
     resources::{self, DEPLOYER_LABEL, MANAGER},
     rollout::{self, Decision, Input, Observed, Scale, Settings, Severity},
     shutdown::Shutdown,
@@ -42,6 +43,9 @@ use crate::{
 /// (harmless either way: the next reconcile, by whichever replica, starts from the persisted
 /// status). Kept short: a standby waits for this before it can take over.
 const DRAIN: Duration = Duration::from_millis(500);
+
+/// Rounds of check calls in one reconcile.
+const CALL_ROUNDS: usize = 3;
 
 /// How the controller runs.
 #[derive(Clone, Debug)]
@@ -65,6 +69,8 @@ pub struct Context {
     /// reconcile notice that the watch cache has not caught up with that write yet.
     written: Mutex<HashMap<String, String>>,
     metrics: Arc<Metrics>,
+    /// Makes the checks' calls and sends notifications.
+    prober: Prober,
 }
 
 /// Runs the controller until `shutdown`, then lets the reconciles in flight finish (for at most
@@ -108,6 +114,7 @@ pub async fn run(
             settings: config.settings.clone(),
             written: Mutex::new(HashMap::new()),
             metrics: metrics.clone(),
+            prober: Prober::new(),
         });
         info!(namespace = scope.as_deref().unwrap_or("<all>"), "starting controller");
         let controller = Controller::new(deployers, watcher::Config::default())
@@ -207,8 +214,23 @@ async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
         settings: &ctx.settings,
         paused,
         requests: &requests,
+        outcomes: &[],
     };
-    let decision = rollout::decide(&input);
+    let mut decision = rollout::decide(&input);
+    // Checks due now (a query, a webhook): make the calls and decide again with their answers. A
+    // passed gate may open the next one at once, hence a few rounds; what is still due after
+    // them is taken up by the next reconcile.
+    let mut outcomes = Vec::new();
+    for _ in 0..CALL_ROUNDS {
+        if decision.calls.is_empty() {
+            break;
+        }
+        outcomes.extend(ctx.prober.run(&decision.calls).await);
+        decision = rollout::decide(&Input { outcomes: &outcomes, ..input.clone() });
+    }
+    if !decision.calls.is_empty() {
+        decision.requeue = Some(Duration::ZERO);
+    }
 
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     let acted = act(&api, &dpl, &owned, &decision).await;
@@ -229,6 +251,24 @@ async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.decided(dpl.status.as_ref(), &decision.status, &decision.notes, input.now);
     for note in &decision.notes {
         publish(&ctx.recorder, &dpl, note).await;
+    }
+    if dpl.spec.notifications.is_some() && !decision.notes.is_empty() {
+        // Like Events, notifications follow the status write: lost on a crash, never repeated.
+        let (prober, client, recorder, notes) =
+            (ctx.prober.clone(), ctx.client.clone(), ctx.recorder.clone(), decision.notes.clone());
+        let dpl = dpl.clone();
+        tokio::spawn(async move {
+            let result = prober.notify(&client, &dpl, &notes).await;
+            if let Err(err) = &result {
+                let note = rollout::Note {
+                    severity: Severity::Warning,
+                    reason: "NotificationFailed",
+                    message: err.clone(),
+                };
+                publish(&recorder, &dpl, &note).await;
+            }
+            probe::report(&dpl, result);
+        });
     }
     Ok(match decision.requeue {
         Some(after) => Action::requeue(after),

@@ -3,6 +3,8 @@
 //! - [`api`]: the custom resource (spec, status, admission rules);
 //! - [`replicas`]: the replica arithmetic of a step;
 //! - [`rollout`]: the pure state machine that decides every action;
+//! - [`checks`]: the pure part of step gates (metric and webhook checks);
+//! - [`probe`]: the calls of the checks and the notifications (HTTP);
 //! - [`resources`]: pure builders of the Deployments the operator owns;
 //! - [`controller`]: the thin shell that observes, calls the core, acts and persists;
 //! - [`leader`]: leader election on a Lease, so that only one replica reconciles;
@@ -10,10 +12,12 @@
 //! - [`shutdown`]: the stop signal shared by the controller, leader election and SIGTERM.
 
 pub mod api;
+pub mod checks;
 pub mod controller;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod probe;
 pub mod replicas;
 pub mod resources;
 pub mod rollout;

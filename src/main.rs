@@ -47,6 +47,10 @@ struct RunArgs {
     /// Seconds between refreshes of the remaining-time text of a running wait (0: never).
     #[arg(long, env = "DEPLOYER_WAIT_REFRESH_SECONDS", default_value_t = 10, global = true)]
     wait_refresh_seconds: u64,
+    /// Prometheus for the metric checks of Deployers that name none in
+    /// spec.analysis.prometheus.address (e.g. http://prometheus.monitoring:9090).
+    #[arg(long, env = "DEPLOYER_PROMETHEUS_ADDRESS", global = true)]
+    prometheus_address: Option<String>,
     /// Log format.
     #[arg(long, env = "DEPLOYER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
@@ -141,6 +145,7 @@ async fn run(args: RunArgs) -> ExitCode {
         settings: Settings {
             wait_refresh: (args.wait_refresh_seconds > 0)
                 .then(|| Duration::from_secs(args.wait_refresh_seconds)),
+            prometheus: args.prometheus_address.clone(),
         },
     };
     let work = |stop| controller::run(client.clone(), config, metrics.clone(), health.clone(), stop);
