@@ -96,8 +96,10 @@ pub fn message(control: Control, d: &Deployer) -> String {
         (Some(step), Some(phase)) => format!("at step {step} ({phase})"),
         _ => "before its first reconcile".into(),
     };
-    let stepping = matches!(phase, Some(Phase::Init | Phase::Scaling | Phase::Waiting | Phase::Paused))
-        && status.stable_version.is_some()
+    let stepping = matches!(
+        phase,
+        Some(Phase::Init | Phase::Scaling | Phase::Waiting | Phase::Paused | Phase::Checking)
+    ) && status.stable_version.is_some()
         && status.canary_version.is_some();
     let finished = |what: &str| {
         let phase = phase.map_or("not started".to_string(), |p| p.to_string());

@@ -43,6 +43,10 @@ pub fn frame(snap: &Snapshot, now: DateTime<Utc>, style: Style) -> String {
     if let Some(plan) = &status.plan {
         lines.push(format!("{}{}", key("Plan:"), plan_text(plan, status.current_step, status.phase)));
     }
+    for (i, check) in status.checks.iter().enumerate() {
+        let label = if i == 0 { "Checks:" } else { "" };
+        lines.push(format!("{}{}", key(label), check_text(check, style)));
+    }
     lines.push(String::new());
     lines.extend(versions(snap, &status, style));
     lines.push(String::new());
@@ -65,8 +69,15 @@ fn phase_text(d: &Deployer, status: &DeployerStatus, style: Style) -> String {
     match phase {
         Phase::Aborted => {
             text += &format!(" ({})", status.abort_reason.as_deref().unwrap_or("ProgressDeadlineExceeded"));
+            if let Some(verdict) = &status.check_verdict {
+                text += &format!(": {verdict}");
+            }
         }
         Phase::Paused if status.paused_by.as_deref() == Some("Step") => text += " (at a pause step)",
+        Phase::Paused if status.paused_by.as_deref() == Some("Check") => {
+            text += &format!(" (a check could not tell: {})", status.check_verdict.as_deref().unwrap_or("?"));
+        }
+        Phase::Checking => text += &format!(" ({} gate)", status.gate.as_deref().unwrap_or("?")),
         Phase::Paused => text += " (by the paused annotation)",
         _ => {}
     }
@@ -78,13 +89,39 @@ fn phase_text(d: &Deployer, status: &DeployerStatus, style: Style) -> String {
     text
 }
 
+/// `webhook/smoke  AfterStep 2  Passed  1 run, 0 failed  last 200`.
+fn check_text(c: &deployer_operator::api::CheckStatus, style: Style) -> String {
+    let tone = match c.phase.as_str() {
+        "Passed" => Tone::Good,
+        "Failed" => Tone::Bad,
+        "Inconclusive" => Tone::Warn,
+        _ => Tone::Busy,
+    };
+    let mut text = format!(
+        "{:<24}{:<11}step {:<4}{}  {} run(s), {} failed",
+        c.name,
+        c.gate,
+        c.step,
+        style.paint(&format!("{:<13}", c.phase), tone),
+        c.runs,
+        c.failures
+    );
+    if let Some(value) = &c.last_value {
+        text += &format!("  last {value}");
+    }
+    if let Some(error) = &c.last_error {
+        text += &format!("  ({error})");
+    }
+    text
+}
+
 /// The colour of a phase.
 pub fn phase_tone(phase: Phase) -> Tone {
     match phase {
         Phase::Done => Tone::Good,
         Phase::Aborted => Tone::Bad,
         Phase::Paused => Tone::Warn,
-        Phase::Init | Phase::Scaling | Phase::Waiting | Phase::Finalizing => Tone::Busy,
+        Phase::Init | Phase::Scaling | Phase::Waiting | Phase::Finalizing | Phase::Checking => Tone::Busy,
     }
 }
 
@@ -122,7 +159,7 @@ fn wait_text(d: &Deployer, status: &DeployerStatus, now: DateTime<Utc>) -> Strin
             None => "-".into(),
         },
         Some(Phase::Paused) => match (status.paused_by.as_deref(), status.paused_wait_millis) {
-            (Some("Step"), _) => {
+            (Some("Step" | "Check"), _) => {
                 "until promoted: kubectl deployer promote NAME".replace("NAME", &d.name_any())
             }
             (_, Some(ms)) => format!(
@@ -139,6 +176,7 @@ fn wait_text(d: &Deployer, status: &DeployerStatus, now: DateTime<Utc>) -> Strin
             None => "for the canary's pods".into(),
         },
         Some(Phase::Init) => "for the canary's Deployment".into(),
+        Some(Phase::Checking) => "for the gate's checks (see Checks)".into(),
         Some(Phase::Finalizing) => "for the old version's Deployment to go".into(),
         _ => "-".into(),
     }
@@ -147,7 +185,7 @@ fn wait_text(d: &Deployer, status: &DeployerStatus, now: DateTime<Utc>) -> Strin
 /// The plan with the current step in brackets: `25%/30s  [50%/30s]  75%/30s  100%/0s`.
 fn plan_text(plan: &str, current: Option<i32>, phase: Option<Phase>) -> String {
     let marked = match phase {
-        Some(Phase::Scaling | Phase::Waiting | Phase::Paused | Phase::Aborted) => current,
+        Some(Phase::Scaling | Phase::Waiting | Phase::Paused | Phase::Aborted | Phase::Checking) => current,
         _ => None,
     };
     plan.split(',')

@@ -77,6 +77,7 @@ pub fn progress_line(snap: &Snapshot, now: DateTime<Utc>) -> String {
         Some(Phase::Waiting) => status.wait_until.map(|u| format!("{} left", left(u - now))),
         Some(Phase::Paused) => Some(match (status.paused_by.as_deref(), status.paused_wait_millis) {
             (Some("Step"), _) => "paused until promoted".to_string(),
+            (Some("Check"), _) => "paused by an inconclusive check until promoted".to_string(),
             (_, Some(ms)) => format!("paused with {} left", left(TimeDelta::milliseconds(ms))),
             _ => "paused".to_string(),
         }),
