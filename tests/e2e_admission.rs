@@ -78,6 +78,59 @@ async fn invalid_manifests_are_refused_with_the_field_named_and_nothing_is_creat
             &["spec.deployment.labels"],
         ),
         (
+            "a metric without a success condition",
+            seed(
+                "    - percent: 100\n",
+                "    - percent: 100\n  analysis:\n    metrics:\n      - {name: m, query: up}\n",
+            ),
+            &["spec.analysis.metrics[0]", "min, max or both"],
+        ),
+        (
+            "a metric whose min exceeds its max",
+            seed(
+                "    - percent: 100\n",
+                "    - percent: 100\n  analysis:\n    metrics:\n      - {name: m, query: up, min: 2, max: 1}\n",
+            ),
+            &["spec.analysis.metrics[0]", "min must not exceed its max"],
+        ),
+        (
+            "two metrics of one name",
+            seed(
+                "    - percent: 100\n",
+                "    - percent: 100\n  analysis:\n    metrics:\n      - {name: m, query: up, min: 1}\n      - {name: m, query: up, min: 1}\n",
+            ),
+            &["spec.analysis.metrics", "names must be unique"],
+        ),
+        (
+            "a webhook without http(s)",
+            seed(
+                "    - percent: 100\n",
+                "    - percent: 100\n  analysis:\n    webhooks:\n      - {name: w, url: 'ftp://x'}\n",
+            ),
+            &["spec.analysis.webhooks[0].url"],
+        ),
+        (
+            "a step webhook on rollback",
+            seed(
+                "    - percent: 100\n",
+                "    - percent: 100\n      webhooks:\n        - {name: w, url: 'http://x', type: Rollback}\n",
+            ),
+            &["spec.steps[3].webhooks", "BeforeStep or AfterStep"],
+        ),
+        (
+            "an unknown gate",
+            seed(
+                "    - percent: 100\n",
+                "    - percent: 100\n  analysis:\n    webhooks:\n      - {name: w, url: 'http://x', type: Sometimes}\n",
+            ),
+            &["spec.analysis.webhooks[0].type"],
+        ),
+        (
+            "notifications without a Secret",
+            seed("    - percent: 100\n", "    - percent: 100\n  notifications: {}\n"),
+            &["spec.notifications.secretRef"],
+        ),
+        (
             "a Deployer name too long for a label",
             seed("  name: nginx\nspec", &format!("  name: {}\nspec", "n".repeat(70))),
             &["metadata.name"],

@@ -11,6 +11,7 @@
 //! deploy/ (namespace deployer-system, ClusterRole, ClusterRoleBinding) stay after the tests; they
 //! are applied with server-side apply, so running the tests again, or concurrently, is harmless.
 
+mod gates;
 mod harness;
 mod support;
 
@@ -29,7 +30,7 @@ use harness::{
 use k8s_openapi::api::{
     apps::v1::Deployment,
     authentication::v1::{SelfSubjectReview, TokenRequest, TokenRequestSpec},
-    core::v1::ServiceAccount,
+    core::v1::{Secret, ServiceAccount},
 };
 use kube::{
     Api, Client,
@@ -120,6 +121,79 @@ async fn namespaced_overlay_lets_the_service_account_run_a_canary_rollout_in_its
     support::delete_namespace(&client, &ns).await;
     let _ = std::fs::remove_file(&kubeconfig);
     let _ = std::fs::remove_dir_all(&overlay);
+}
+
+/// Notifications need `get` on their Secret, which the operator's ClusterRole does not grant:
+/// without deploy/notifications/secret-reader.yaml in the Deployer's namespace the rollout goes on
+/// and a Warning Event says what is missing; with it, the operator reads that one Secret (and
+/// still no other) and the notifications arrive.
+#[tokio::test(flavor = "multi_thread")]
+async fn notifications_need_get_on_their_secret_and_nothing_more() {
+    let client = support::client().await;
+    install_crd(&client).await;
+    apply_kustomization(&repo().join("deploy"));
+    let ns = support::namespace(&client, "e2e-rbac-notify").await;
+    let kubeconfig = token_kubeconfig(&client, INSTALL_NAMESPACE, SERVICE_ACCOUNT, &ns).await;
+    let user = format!("system:serviceaccount:{INSTALL_NAMESPACE}:{SERVICE_ACCOUNT}");
+    wait_until_authorized(&kubeconfig, &ns, &user).await;
+    let receiver = gates::Receiver::start().await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    for name in ["rollout-notify", "other"] {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "stringData": {"webhookUrl": receiver.url("/events")}
+        }))
+        .expect("a Secret");
+        secrets.create(&PostParams::default(), &secret).await.expect("create the Secret");
+    }
+    let can_get = |name: &str| {
+        Command::new("kubectl")
+            .args(["auth", "can-i", "get", &format!("secrets/{name}"), "-n", &ns])
+            .env("KUBECONFIG", &kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(!can_get("rollout-notify"), "{user} may read Secrets without the Role");
+
+    let op = Operator::start_as(&ns, &kubeconfig);
+    let mut manifest = deployer("app", "1.0.0", 2, &[(50, 1)]);
+    manifest["spec"]["notifications"] = json!({"secretRef": {"name": "rollout-notify"}});
+    apply(&client, &ns, &manifest).await;
+    wait_phase(&client, &ns, "app", Phase::Done, secs(60)).await;
+    support::wait_until("a NotificationFailed Warning", secs(30), || async {
+        events(&client, &ns, "app").await.iter().any(|(t, r, note)| {
+            t == "Warning"
+                && r == "NotificationFailed"
+                && note.contains("rollout-notify")
+                && note.contains("forbidden")
+        })
+    })
+    .await;
+    assert!(receiver.at("/events").is_empty());
+
+    kubectl(
+        &support::kubeconfig_path(),
+        &["apply", "-n", &ns, "-f", "deploy/notifications/secret-reader.yaml"],
+    );
+    support::wait_until("the Role to reach the authorizer", secs(20), || {
+        std::future::ready(can_get("rollout-notify"))
+    })
+    .await;
+    assert!(!can_get("other"), "{user} may read another Secret");
+    patch_spec(&client, &ns, "app", json!({"deployment": {"version": "2.0.0"}})).await;
+    wait_stable(&client, &ns, "app", "2.0.0").await;
+    support::wait_until("the RolloutComplete notification", secs(30), || async {
+        receiver
+            .at("/events")
+            .iter()
+            .any(|r| r.body["reason"] == "RolloutComplete" && r.body["version"] == "2.0.0")
+    })
+    .await;
+    drop(op);
+    support::delete_namespace(&client, &ns).await;
+    let _ = std::fs::remove_file(&kubeconfig);
 }
 
 /// `kubectl apply -k deploy/ --dry-run=server` (and the same for the overlay) is clean: no error,
