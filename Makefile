@@ -26,6 +26,10 @@ help: ## List the targets
 demo: ## Local control plane + CRD + operator, the seed's nginx at 1.7.7, then 1.7.8 as a live canary
 	@bash scripts/demo.sh
 
+.PHONY: demo-checks
+demo-checks: ## Step gates for real: a Prometheus success-rate check passes 1.0.1 and rolls 1.0.2 back (docs/checks.md)
+	@bash scripts/checks-demo.sh
+
 .PHONY: test
 test: lint test-unit test-e2e ## Lint, unit and property tests, then end-to-end tests on the local control plane
 

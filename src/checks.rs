@@ -422,9 +422,14 @@ fn expand(query: &str, spec: &DeployerSpec, facts: &Facts) -> String {
         .replace("{{deployer}}", facts.deployer)
 }
 
-/// A number as people write it: `0.97`, `12`, `NaN`.
+/// A number as people write it, to at most 6 decimals: `0.97`, `12`, `0.998006`.
 fn number(v: f64) -> String {
-    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 { format!("{v:.0}") } else { format!("{v}") }
+    if !v.is_finite() || v.abs() >= 1e15 {
+        return format!("{v}");
+    }
+    let text = format!("{v:.6}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "-0" { "0".into() } else { text.into() }
 }
 
 fn one_based(step: usize) -> i32 {

@@ -284,6 +284,7 @@ pub fn decide(input: &Input) -> Decision {
                             "spec.steps changed: restarting from step 1".into(),
                         ));
                         mem.state = State::Scaling { step: 0, since: input.now };
+                        mem.checks.clear();
                     }
                     mem.plan = fingerprint(&steps);
                 }
@@ -300,6 +301,7 @@ pub fn decide(input: &Input) -> Decision {
                 mem.canary = Some(target.to_string());
                 mem.plan = fingerprint(&steps);
                 mem.state = State::Init;
+                mem.checks.clear();
             }
         }
     }
@@ -473,11 +475,17 @@ fn gate(input: &Input, mem: &mut Memory, plan: &[Step], notes: &mut Vec<Note>) -
     verdict
 }
 
-/// Fresh check states when the state has just reached a gate; the gate and step, if any.
+/// Fresh check states when the state has just reached a gate that has checks; the gate and step
+/// if checks run there. A gate without checks leaves the last gate's results in place (they say
+/// why a rollout was aborted or paused).
 fn enter_gate(input: &Input, mem: &mut Memory, plan: &[Step]) -> Option<(Gate, usize)> {
     let (gate, step) = here(mem)?;
     if !checks::at(&mem.checks, gate, step) {
-        mem.checks = checks::enter(input.spec, plan.len(), step, gate, input.now);
+        let fresh = checks::enter(input.spec, plan.len(), step, gate, input.now);
+        if fresh.is_empty() {
+            return None;
+        }
+        mem.checks = fresh;
     }
     Some((gate, step))
 }
@@ -545,6 +553,7 @@ fn control(input: &Input, mem: &mut Memory, plan: &[Step], notes: &mut Vec<Note>
         _ if retry && in_flight && matches!(mem.state, State::Aborted { .. }) => {
             notes.push(normal("RetryRequested", format!("retrying {canary} from step 1")));
             mem.state = State::Init;
+            mem.checks.clear();
         }
         _ if retry => {}
         Some(_) if full => {

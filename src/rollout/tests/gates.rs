@@ -177,9 +177,10 @@ fn a_before_step_webhook_gates_the_scale_up_and_a_500_is_retried_then_aborts() {
     assert_eq!(w.phase(), Phase::Aborted);
     let calls = calls_of(&w, "webhook/load");
     assert_eq!(calls.len(), 3, "one call and two retries");
+    // Without rollback webhooks, the failed check stays in status.checks for all to see.
     let check = &status(&w).checks;
-    // The Rollback gate replaced the list; the verdict keeps the reason.
-    assert!(check.is_empty(), "{check:?}");
+    assert_eq!(check.len(), 1, "{check:?}");
+    assert_eq!((check[0].phase.as_str(), check[0].runs, check[0].failures), ("Failed", 3, 3));
     assert_eq!(status(&w).check_verdict.as_deref(), Some("webhook/load: answered HTTP 500"));
     assert_eq!(w.pair(), (None, Some(4)));
     // The payload says where the rollout is.
@@ -336,4 +337,20 @@ fn metrics_without_a_prometheus_are_an_invalid_spec() {
     assert_eq!(w.phase(), Phase::Done);
     let Request::Query { address, .. } = &w.calls[0].request else { panic!("a query") };
     assert_eq!(address, "http://prom:9090");
+}
+
+#[test]
+fn a_retry_runs_the_checks_afresh() {
+    let mut w = world(Analysis { metrics: vec![metric("errors", 0.05)], ..Analysis::default() });
+    w.answers.insert("metric/errors".into(), vec![Answer::Value(0.2)]);
+    start(&mut w);
+    w.converge();
+    assert_eq!(w.phase(), Phase::Aborted);
+    assert_eq!(status(&w).checks[0].phase, "Failed", "the failure stays visible");
+    // The canary is fixed; a retry starts over and measures again rather than reuse the failure.
+    w.answers.insert("metric/errors".into(), vec![Answer::Value(0.0)]);
+    w.requests.retry = Some("1".into());
+    w.converge();
+    assert_eq!(w.phase(), Phase::Done);
+    assert_eq!(calls_of(&w, "metric/errors").len(), 1 + 6);
 }
