@@ -225,7 +225,9 @@ async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
         if decision.calls.is_empty() {
             break;
         }
-        outcomes.extend(ctx.prober.run(&decision.calls).await);
+        let answered = ctx.prober.run(&decision.calls).await;
+        ctx.metrics.checked(&answered);
+        outcomes.extend(answered);
         decision = rollout::decide(&Input { outcomes: &outcomes, ..input.clone() });
     }
     if !decision.calls.is_empty() {
@@ -254,11 +256,19 @@ async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
     }
     if dpl.spec.notifications.is_some() && !decision.notes.is_empty() {
         // Like Events, notifications follow the status write: lost on a crash, never repeated.
-        let (prober, client, recorder, notes) =
-            (ctx.prober.clone(), ctx.client.clone(), ctx.recorder.clone(), decision.notes.clone());
+        let (prober, client, recorder, notes, metrics) = (
+            ctx.prober.clone(),
+            ctx.client.clone(),
+            ctx.recorder.clone(),
+            decision.notes.clone(),
+            ctx.metrics.clone(),
+        );
         let dpl = dpl.clone();
         tokio::spawn(async move {
             let result = prober.notify(&client, &dpl, &notes).await;
+            if !matches!(result, Ok(0)) {
+                metrics.notified(result.is_ok());
+            }
             if let Err(err) = &result {
                 let note = rollout::Note {
                     severity: Severity::Warning,

@@ -57,6 +57,13 @@ struct RequestLabels {
     result: String,
 }
 
+/// Labels of a check call: the kind of check and what came back.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    kind: &'static str,
+    answer: &'static str,
+}
+
 /// All the operator's metrics, and the registry that encodes them.
 #[derive(Debug)]
 pub struct Metrics {
@@ -69,6 +76,8 @@ pub struct Metrics {
     lateness: Histogram,
     leader: Gauge,
     requests: Family<RequestLabels, Counter>,
+    checks: Family<CheckLabels, Counter>,
+    notifications: Family<ReasonLabels, Counter>,
     deployers: Arc<DeployerGauges>,
 }
 
@@ -121,6 +130,18 @@ impl Metrics {
             "Requests to the Kubernetes API, by verb and result (HTTP status code, or `error` when no response came)",
             requests.clone(),
         );
+        let checks = Family::<CheckLabels, Counter>::default();
+        registry.register(
+            "check_calls",
+            "Calls made by step gates, by kind (metric, webhook) and answer (value, no_data, http_2xx, http_4xx, http_5xx, http_other, unreachable)",
+            checks.clone(),
+        );
+        let notifications = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notification batches of a reconcile, by result (sent, failed)",
+            notifications.clone(),
+        );
         let deployers =
             Arc::new(DeployerGauges { stores: RwLock::default(), phases: known_phases(), per_object });
         registry.register_collector(Box::new(deployers.clone()));
@@ -134,8 +155,34 @@ impl Metrics {
             lateness,
             leader,
             requests,
+            checks,
+            notifications,
             deployers,
         }
+    }
+
+    /// Counts the answers of check calls.
+    pub fn checked(&self, outcomes: &[crate::checks::Outcome]) {
+        use crate::checks::Answer;
+        for o in outcomes {
+            let kind = if o.check.starts_with("metric/") { "metric" } else { "webhook" };
+            let answer = match o.answer {
+                Answer::Value(_) => "value",
+                Answer::NoData(_) => "no_data",
+                Answer::Status(200..=299) => "http_2xx",
+                Answer::Status(400..=499) => "http_4xx",
+                Answer::Status(500..=599) => "http_5xx",
+                Answer::Status(_) => "http_other",
+                Answer::Unreachable(_) => "unreachable",
+            };
+            self.checks.get_or_create(&CheckLabels { kind, answer }).inc();
+        }
+    }
+
+    /// Counts a batch of notifications.
+    pub fn notified(&self, sent: bool) {
+        let reason = if sent { "sent" } else { "failed" };
+        self.notifications.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
     }
 
     /// The metrics in the OpenMetrics text format ([`CONTENT_TYPE`]).
@@ -237,6 +284,11 @@ fn wait_ended_late(
 ) -> Option<f64> {
     let before = before.filter(|b| b.phase == Some(Phase::Waiting))?;
     let until = before.wait_until?;
+    // A wait that also waits for its metrics ends when they are measured, not at its deadline.
+    let step = before.current_step?;
+    if before.checks.iter().any(|c| c.gate == "Wait" && c.step == step) {
+        return None;
+    }
     let same_wait = after.phase == Some(Phase::Waiting)
         && after.current_step == before.current_step
         && after.wait_until == before.wait_until;

@@ -124,7 +124,7 @@ async fn no_data_pauses_the_rollout_with_the_reason() {
 
 #[tokio::test]
 async fn a_webhook_500_aborts_after_its_retries_and_the_payload_is_documented() {
-    let (client, ns, _op) = setup("gate-500").await;
+    let (client, ns, op) = setup("gate-500").await;
     let receiver = Receiver::start().await;
     receiver.reply("/gate", 500, Duration::ZERO);
     let analysis = json!({ "webhooks": [
@@ -173,6 +173,16 @@ async fn a_webhook_500_aborts_after_its_retries_and_the_payload_is_documented() 
     let undo = receiver.at("/undo");
     assert_eq!(undo.len(), 1);
     assert_eq!((&undo[0].body["gate"], &undo[0].body["phase"]), (&json!("Rollback"), &json!("Aborted")));
+    // The operator counts the calls by answer.
+    let (_, _, text) = harness::http_get(op.http_addr().await, "/metrics").await;
+    let count = |kind: &str, answer: &str| {
+        harness::metric(&text, "deployer_check_calls_total", &[("kind", kind), ("answer", answer)])
+    };
+    assert_eq!(
+        (count("webhook", "http_5xx"), count("webhook", "http_2xx")),
+        (Some(2.0), Some(1.0)),
+        "{text}"
+    );
     // The retry came about a second later (backoff 1 s), not at once.
     let gap = calls[1].at - calls[0].at;
     assert!(gap >= Duration::from_millis(900), "retry after {gap:?}");
