@@ -307,8 +307,8 @@ create_nodes() {
    "labels": {"type": "kwok", "kubernetes.io/hostname": "$name", "kubernetes.io/os": "linux",
               "kubernetes.io/arch": "amd64", "node-role.kubernetes.io/agent": ""}},
  "spec": {},
- "status": {"capacity": {"cpu": "64", "memory": "512Gi", "pods": "500"},
-            "allocatable": {"cpu": "64", "memory": "512Gi", "pods": "500"}}}
+ "status": {"capacity": {"cpu": "64", "memory": "512Gi", "pods": "4000"},
+            "allocatable": {"cpu": "64", "memory": "512Gi", "pods": "4000"}}}
 EOF
   done
 }
