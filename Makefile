@@ -55,12 +55,39 @@ ifeq ($(CLUSTER),local)
 endif
 	cargo test --locked --tests -- --test-threads=$(E2E_THREADS)
 
+# The plot's matplotlib lives in a venv under target/ (installed from PyPI the first time).
+BENCH_VENV := target/bench/venv
+
 .PHONY: bench
-bench: ## Benchmark: N Deployers rolled out at once (BENCH_SIZES=10,100,1000); figures to stdout and target/bench/
+bench: ## Benchmark: N Deployers rolled out at once (BENCH_SIZES=10,100,1000); table, JSON and PNG under target/bench/
 ifeq ($(CLUSTER),local)
 	@$(MAKE) --no-print-directory cluster-up
 endif
 	cargo bench --locked --bench rollouts
+	@$(MAKE) --no-print-directory bench-plot
+
+.PHONY: bench-plot
+bench-plot: $(BENCH_VENV)/.ok ## The PNG plot of the last `make bench` (target/bench/rollouts.png)
+	$(BENCH_VENV)/bin/python scripts/bench-plot.py --json target/bench/rollouts.json --out target/bench/rollouts.png
+
+$(BENCH_VENV)/.ok:
+	python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check 'matplotlib>=3.8,<4'
+	touch $@
+
+# `make chaos`: the full chaos run (tests/e2e_chaos.rs). `make test` runs its short version (6
+# rollouts, 6 kills, no control-plane restart: the other tests share that control plane).
+CHAOS_ROLLOUTS ?= 50
+CHAOS_KILLS ?= 20
+
+.PHONY: chaos
+chaos: ## Chaos: 50 rollouts, >= 20 kill -9 of the operator, apiserver + etcd restarts, hand edits; a checker throughout
+ifeq ($(CLUSTER),local)
+	@$(MAKE) --no-print-directory cluster-up
+endif
+	CHAOS_ROLLOUTS=$(CHAOS_ROLLOUTS) CHAOS_KILLS=$(CHAOS_KILLS) \
+	CHAOS_CONTROL_PLANE=$(if $(filter local,$(CLUSTER)),1,0) \
+	cargo test --locked --test e2e_chaos -- --nocapture
 
 .PHONY: crds
 crds: ## Regenerate crds/ from the Rust types

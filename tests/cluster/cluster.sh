@@ -6,6 +6,8 @@
 #   cluster.sh up      start (or confirm) a healthy cluster; prints the kubeconfig path
 #   cluster.sh down    stop exactly the recorded processes and remove $CLUSTER_DIR
 #   cluster.sh status  one line per component; exit 0 only when the cluster is healthy
+#   cluster.sh restart etcd|apiserver
+#                      stop one component and start it again (same ports, PKI, data); for chaos tests
 #
 # CLUSTER_DIR (default <repo>/.cluster) holds everything: pki/, kubeconfig, ports.env, logs/, pids/,
 # etcd/ and the `ready` marker. See docs/local-cluster.md.
@@ -305,8 +307,8 @@ create_nodes() {
    "labels": {"type": "kwok", "kubernetes.io/hostname": "$name", "kubernetes.io/os": "linux",
               "kubernetes.io/arch": "amd64", "node-role.kubernetes.io/agent": ""}},
  "spec": {},
- "status": {"capacity": {"cpu": "64", "memory": "512Gi", "pods": "500"},
-            "allocatable": {"cpu": "64", "memory": "512Gi", "pods": "500"}}}
+ "status": {"capacity": {"cpu": "64", "memory": "512Gi", "pods": "4000"},
+            "allocatable": {"cpu": "64", "memory": "512Gi", "pods": "4000"}}}
 EOF
   done
 }
@@ -333,6 +335,31 @@ sys.exit(0 if ok else 1)' 2>/dev/null
 probe_gone() { [ "$(curl_ -o /dev/null -w '%{http_code}' --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" \
   --key "$PKI/admin.key" "https://127.0.0.1:$APISERVER_PORT$PROBE" 2>/dev/null)" = 404 ]; }
 default_sa() { api /api/v1/namespaces/default/serviceaccounts/default -o /dev/null 2>/dev/null; }
+
+# start_etcd / start_apiserver: start one component with the recorded ports and PKI and wait until
+# it is healthy (used by `up`, and by `restart`, which keeps the data, ports and certificates).
+start_etcd() {
+  start etcd "$ETCD_BIN/etcd" --name=deployer-local --data-dir="$CLUSTER_DIR/etcd" \
+    --listen-client-urls="http://127.0.0.1:$ETCD_PORT" --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster="deployer-local=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --unsafe-no-fsync=true --log-level=warn
+  wait_for etcd 30 health etcd
+}
+
+start_apiserver() {
+  start kube-apiserver "$K8S_BIN/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
+    --cert-dir="$PKI" --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
+    --client-ca-file="$PKI/ca.crt" --authorization-mode=Node,RBAC \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
+    --service-cluster-ip-range=10.96.0.0/16 --allow-privileged=true --endpoint-reconciler-type=none \
+    --audit-policy-file="$here/audit-policy.yaml" --audit-log-path="$LOGS/audit.log" \
+    --audit-log-maxsize=200 --audit-log-maxbackup=2 --profiling=false
+  wait_for kube-apiserver 120 health kube-apiserver
+}
 
 # ---------------------------------------------------------------- commands
 
@@ -395,25 +422,10 @@ EOF
   kubeconfig "$CLUSTER_DIR/kubeconfigs/kube-controller-manager.kubeconfig" kube-controller-manager
   kubeconfig "$CLUSTER_DIR/kubeconfigs/kube-scheduler.kubeconfig" kube-scheduler
 
-  start etcd "$ETCD_BIN/etcd" --name=deployer-local --data-dir="$CLUSTER_DIR/etcd" \
-    --listen-client-urls="http://127.0.0.1:$ETCD_PORT" --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
-    --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
-    --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
-    --initial-cluster="deployer-local=http://127.0.0.1:$ETCD_PEER_PORT" \
-    --unsafe-no-fsync=true --log-level=warn
-  wait_for etcd 30 health etcd
+  start_etcd
   log "etcd ready after $(since "$t0")s"
 
-  start kube-apiserver "$K8S_BIN/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
-    --cert-dir="$PKI" --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
-    --client-ca-file="$PKI/ca.crt" --authorization-mode=Node,RBAC \
-    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-    --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
-    --service-cluster-ip-range=10.96.0.0/16 --allow-privileged=true --endpoint-reconciler-type=none \
-    --audit-policy-file="$here/audit-policy.yaml" --audit-log-path="$LOGS/audit.log" \
-    --audit-log-maxsize=200 --audit-log-maxbackup=2 --profiling=false
-  wait_for kube-apiserver 120 health kube-apiserver
+  start_apiserver
   log "kube-apiserver ready after $(since "$t0")s"
 
   local kcm=$CLUSTER_DIR/kubeconfigs/kube-controller-manager.kubeconfig
@@ -485,6 +497,40 @@ cmd_down() {
   echo "cluster down"
 }
 
+# restart COMPONENT: stop one component of a healthy cluster (TERM, KILL after 5s) and start it
+# again with the same ports, PKI and data; waits until it is healthy again. For chaos tests: the
+# clients (operator, controller manager, kwok) see the outage and must recover by themselves.
+cmd_restart() {
+  local name=$1 t0 pid bins K8S_BIN='' ETCD_BIN='' KWOK_BIN='' reason i
+  t0=$(now)
+  case $name in
+    etcd | kube-apiserver) ;;
+    apiserver) name=kube-apiserver ;;
+    *) log "restart: only etcd and kube-apiserver (apiserver) can be restarted"; exit 2 ;;
+  esac
+  reason=$(why_unhealthy)
+  [ -z "$reason" ] || { log "restart $name: the cluster in $CLUSTER_DIR is not healthy: $reason"; exit 1; }
+  load_ports
+  bins=$("$here/build.sh") || { log "FAILED: build.sh"; exit 1; }
+  eval "$bins"
+  pid=$(pid_of "$name")
+  kill -TERM "$pid" 2>/dev/null || true
+  # The apiserver drains its watches for a long time on TERM; 5s is enough for a realistic stop.
+  for i in $(seq 50); do alive "$pid" || break; sleep 0.1; done
+  if alive "$pid"; then
+    kill -KILL "$pid" 2>/dev/null || true
+    for i in $(seq 50); do alive "$pid" || break; sleep 0.1; done
+  fi
+  alive "$pid" && fail "$name" "pid $pid did not exit"
+  log "$name (pid $pid) stopped after $(since "$t0")s"
+  case $name in
+    etcd) start_etcd ;;
+    kube-apiserver) start_apiserver ;;
+  esac
+  wait_for kube-apiserver 120 health kube-apiserver
+  log "$name restarted (pid $(pid_of "$name")); apiserver ready after $(since "$t0")s"
+}
+
 cmd_status() {
   local ok=0 name pid a h
   if ! [ -d "$CLUSTER_DIR" ]; then
@@ -513,6 +559,13 @@ cmd_status() {
 }
 
 case ${1:-} in
+  restart)
+    [ $# -eq 2 ] || { echo "usage: $0 restart etcd|apiserver" >&2; exit 2; }
+    command -v flock >/dev/null || { log "flock (util-linux) is required"; exit 1; }
+    exec 9<"${BASH_SOURCE[0]}"
+    flock 9
+    cmd_restart "$2"
+    ;;
   up | down)
     command -v flock >/dev/null || { log "flock (util-linux) is required"; exit 1; }
     # One up/down at a time (the lock is on this script; started components close the fd).
@@ -522,7 +575,7 @@ case ${1:-} in
     ;;
   status) cmd_status ;;
   *)
-    echo "usage: $0 up|down|status   (env CLUSTER_DIR, default $repo/.cluster)" >&2
+    echo "usage: $0 up|down|status|restart etcd|apiserver   (env CLUSTER_DIR, default $repo/.cluster)" >&2
     exit 2
     ;;
 esac
