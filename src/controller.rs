@@ -65,9 +65,9 @@ pub struct Context {
     /// The Deployments labelled as owned by some Deployer, kept current by a watch.
     deployments: Store<Deployment>,
     settings: Settings,
-    /// The resourceVersion each Deployer (by uid) had after our last status write; lets a
-    /// reconcile notice that the watch cache has not caught up with that write yet.
-    written: Mutex<HashMap<String, String>>,
+    /// The resourceVersion each Deployer (by uid) had after our last status write, and that
+    /// status; lets a reconcile notice that the watch cache has not caught up with that write yet.
+    written: Mutex<HashMap<String, (String, DeployerStatus)>>,
     metrics: Arc<Metrics>,
     /// Makes the checks' calls and sends notifications.
     prober: Prober,
@@ -104,6 +104,9 @@ pub async fn run(
         let (reader, writer) = reflector::store();
         let owned = watcher(deployments, watcher::Config::default().labels(DEPLOYER_LABEL))
             .default_backoff()
+            // The cache keeps what `resources::observe` and `is_owned_by` read; managedFields are
+            // the largest part of a Deployment and nothing here reads them.
+            .modify(|d| d.metadata.managed_fields = None)
             .reflect(writer)
             .touched_objects();
         deployment_stores.push(reader.clone());
@@ -117,7 +120,14 @@ pub async fn run(
             prober: Prober::new(),
         });
         info!(namespace = scope.as_deref().unwrap_or("<all>"), "starting controller");
-        let controller = Controller::new(deployers, watcher::Config::default())
+        // The Deployers' watch and cache, without their managedFields (as for the Deployments).
+        let (deployer_reader, deployer_writer) = reflector::store();
+        let deployer_events = watcher(deployers, watcher::Config::default())
+            .default_backoff()
+            .modify(|d| d.metadata.managed_fields = None)
+            .reflect(deployer_writer)
+            .applied_objects();
+        let controller = Controller::for_stream(deployer_events, deployer_reader)
             .owns_stream(owned)
             .with_config(controller::Config::default().concurrency(config.concurrency))
             .graceful_shutdown_on(shutdown.clone());
@@ -248,7 +258,7 @@ async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
         }
     };
     if let Some(version) = persist(&dpl, &ctx.client, &decision.status).await? {
-        ctx.written.lock().unwrap_or_else(|e| e.into_inner()).insert(uid, version);
+        ctx.written.lock().unwrap_or_else(|e| e.into_inner()).insert(uid, (version, decision.status.clone()));
     }
     ctx.metrics.decided(dpl.status.as_ref(), &decision.status, &decision.notes, input.now);
     for note in &decision.notes {
@@ -352,7 +362,11 @@ async fn apply(api: &Api<Deployment>, dpl: &Deployer, scale: &Scale) -> Result<(
 async fn fresh(ctx: &Context, dpl: Arc<Deployer>, ns: &str, uid: &str) -> Result<Arc<Deployer>> {
     let written = ctx.written.lock().unwrap_or_else(|e| e.into_inner()).get(uid).cloned();
     match written {
-        Some(version) if dpl.resource_version().as_deref() != Some(version.as_str()) => {
+        // An object that carries the status we wrote last is not behind our write: deciding from
+        // it replays nothing. This is the common case of a user's edit after our write (a newer
+        // resourceVersion, our status), and it saves a GET on the path of every reaction.
+        Some((_, status)) if dpl.status.as_ref() == Some(&status) => Ok(dpl),
+        Some((version, _)) if dpl.resource_version().as_deref() != Some(version.as_str()) => {
             let api: Api<Deployer> = Api::namespaced(ctx.client.clone(), ns);
             let name = dpl.name_any();
             let latest = api.get(&name).await.map_err(|source| Error::Kube {
