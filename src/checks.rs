@@ -239,15 +239,17 @@ pub struct Facts<'a> {
     pub prometheus: Option<&'a str>,
 }
 
-/// Folds the answers that belong to the current runs of `checks` into them.
+/// Folds the answers that belong to the current runs of `checks` into them; returns the indices
+/// of the checks that failed with this fold.
 pub fn fold(
     checks: &mut [CheckStatus],
     spec: &DeployerSpec,
     steps: usize,
     outcomes: &[Outcome],
     now: DateTime<Utc>,
-) {
-    for c in checks.iter_mut().filter(|c| c.phase == RUNNING) {
+) -> Vec<usize> {
+    let mut failed = Vec::new();
+    for (i, c) in checks.iter_mut().enumerate().filter(|(_, c)| c.phase == RUNNING) {
         let Some(o) = outcomes.iter().find(|o| {
             o.check == c.name && o.key.gate == c.gate && o.key.step == c.step && o.key.run == c.runs
         }) else {
@@ -264,7 +266,11 @@ pub fn fold(
             Def::Metric(m) => measure(c, m, &o.answer, now),
             Def::Webhook(w) => hear(c, w, &o.answer, now),
         }
+        if c.phase == FAILED {
+            failed.push(i);
+        }
     }
+    failed
 }
 
 fn measure(c: &mut CheckStatus, m: &MetricCheck, answer: &Answer, now: DateTime<Utc>) {

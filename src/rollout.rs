@@ -457,22 +457,18 @@ fn enter_step(input: &Input, mem: &Memory, plan: &[Step], step: usize) -> State 
 /// rollback webhook's failure is only told (a Warning): the rollback goes on regardless.
 fn gate(input: &Input, mem: &mut Memory, plan: &[Step], notes: &mut Vec<Note>) -> Verdict {
     let Some((gate, _)) = enter_gate(input, mem, plan) else { return Verdict::Passed };
-    let before = mem.checks.clone();
-    checks::fold(&mut mem.checks, input.spec, plan.len(), input.outcomes, input.now);
-    let verdict = checks::verdict(&mem.checks);
+    let failed = checks::fold(&mut mem.checks, input.spec, plan.len(), input.outcomes, input.now);
     if gate == Gate::Rollback {
-        for (old, new) in before.iter().zip(&mem.checks) {
-            if old.phase != new.phase && new.phase == "Failed" {
-                notes.push(Note {
-                    severity: Severity::Warning,
-                    reason: "RollbackHookFailed",
-                    message: format!("{}: {}", new.name, new.last_error.as_deref().unwrap_or("failed")),
-                });
-            }
+        for c in failed.iter().map(|&i| &mem.checks[i]) {
+            notes.push(Note {
+                severity: Severity::Warning,
+                reason: "RollbackHookFailed",
+                message: format!("{}: {}", c.name, c.last_error.as_deref().unwrap_or("failed")),
+            });
         }
         return Verdict::Passed;
     }
-    verdict
+    checks::verdict(&mem.checks)
 }
 
 /// Fresh check states when the state has just reached a gate that has checks; the gate and step
