@@ -17,6 +17,11 @@ pub const GROUP: &str = "deploy.example.com";
 pub const DEFAULT_PROGRESS_DEADLINE_SECONDS: i64 = 600;
 /// Upper bound on the number of steps; keeps the CEL cost of the step rules bounded.
 pub const MAX_STEPS: usize = 100;
+/// Upper bound on `spec.progressDeadlineSeconds` and on a step's `sleep`: one year. Every time the
+/// operator computes from them stays far inside what its clock arithmetic can hold.
+pub const MAX_SECONDS: i64 = 31_536_000;
+/// Upper bound on `spec.deployment.replicas`.
+pub const MAX_REPLICAS: i32 = 100_000;
 
 /// A canary rollout of one application: one Deployment per version, with replicas moved from the
 /// stable version to the new one in percentage steps.
@@ -65,7 +70,7 @@ pub struct DeployerSpec {
     /// Seconds a step may take for the canary's pods to become available before the rollout is
     /// aborted and rolled back. Time spent in a step's sleep does not count.
     #[serde(default = "default_progress_deadline")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 31536000))]
     pub progress_deadline_seconds: i64,
 
     /// Checks for the whole rollout: metrics measured during every step's wait, webhooks called
@@ -138,6 +143,13 @@ pub struct DeploymentSpec {
     /// Total replicas the application should run (stable + canary).
     #[schemars(range(min = 0, max = 100000))]
     pub replicas: i32,
+}
+
+impl DeploymentSpec {
+    /// The container image of one version: `<image>:<version>`.
+    pub fn image_for(&self, version: &str) -> String {
+        format!("{}:{version}", self.image)
+    }
 }
 
 /// Schema of `deployment.labels`: bounded sizes keep the CEL rules within the API server's cost
@@ -380,9 +392,75 @@ impl std::fmt::Display for Phase {
     }
 }
 
+/// Who paused a rollout (`status.pausedBy`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PauseCause {
+    /// The `deploy.example.com/paused` annotation: resumes when it goes.
+    Annotation,
+    /// A step with `pause: true`: resumes when promoted.
+    Step,
+    /// A check that could not tell (no data): resumes when promoted.
+    Check,
+}
+
+/// Why a rollout was aborted (`status.abortReason`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum AbortReason {
+    /// The canary did not become available within the progress deadline.
+    ProgressDeadlineExceeded,
+    /// Someone asked for it (`deploy.example.com/abort`).
+    AbortRequested,
+    /// A metric or webhook check failed (`status.checkVerdict` says which and why).
+    CheckFailed,
+}
+
+/// Where checks run (`status.gate`, `status.checks[].gate`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Gate {
+    /// Before a step's scale-up (webhooks).
+    BeforeStep,
+    /// During a step's wait (metrics).
+    Wait,
+    /// After a step's wait (webhooks).
+    AfterStep,
+    /// On an abort (webhooks, told rather than asked).
+    Rollback,
+}
+
+/// What a check says (`status.checks[].phase`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum CheckPhase {
+    /// More measurements or calls are due.
+    Running,
+    /// Every measurement passed (within the failure limit), or the webhook answered 2xx.
+    Passed,
+    /// Too many measurements failed, or the webhook failed for good.
+    Failed,
+    /// A measurement gave no number.
+    Inconclusive,
+}
+
+/// The wire name of a closed-set value: the same string serde writes (`Display` of these enums).
+macro_rules! wire_names {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Debug::fmt(self, f)
+            }
+        }
+    )*};
+}
+wire_names!(PauseCause, AbortReason, Gate, CheckPhase);
+
 /// The Deployer's status: the rollout's only memory. Written by the operator alone.
+//
+// Reading it never fails: a status this operator cannot read (written by hand through the status
+// subresource, or by another version with values this one does not know) deserializes with
+// `unreadable` set to the reason, its conditions kept where they parse. The rollout core then
+// halts that one Deployer with a condition and a Warning Event instead of acting on a guess — and
+// a list of Deployers never fails because of one of them.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", remote = "Self")]
 pub struct DeployerStatus {
     /// The `metadata.generation` this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -411,8 +489,8 @@ pub struct DeployerStatus {
     /// Replicas the current phase asks of the canary version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_replicas: Option<i32>,
-    /// The steps this rollout runs, as `percent%/sleeps` items; a change of `spec.steps` restarts
-    /// the rollout from step 1.
+    /// The steps this rollout runs, as `percent%/sleeps` (or `percent%/pause`) items; a change of
+    /// `spec.steps` restarts the rollout from step 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
     /// When the current step's scaling started (its progress deadline counts from here).
@@ -421,20 +499,18 @@ pub struct DeployerStatus {
     /// When the current step's wait ends (an absolute time: survives restarts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_until: Option<DateTime<Utc>>,
-    /// Who paused the rollout: `Annotation` (resumes when it goes) or `Step` (resumes when
-    /// promoted).
+    /// Who paused the rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub paused_by: Option<String>,
+    pub paused_by: Option<PauseCause>,
     /// What was left of the current step's wait when the rollout was paused (milliseconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_wait_millis: Option<i64>,
-    /// Why the rollout was aborted: `ProgressDeadlineExceeded`, `AbortRequested` or
-    /// `CheckFailed`.
+    /// Why the rollout was aborted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub abort_reason: Option<String>,
+    pub abort_reason: Option<AbortReason>,
     /// In phase Checking, the gate point: `BeforeStep` or `AfterStep`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gate: Option<String>,
+    pub gate: Option<Gate>,
     /// What a check said when it aborted or paused the rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check_verdict: Option<String>,
@@ -451,6 +527,46 @@ pub struct DeployerStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// Why the stored status could not be read (`None`: it was read). Never written.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub unreadable: Option<String>,
+}
+
+impl Serialize for DeployerStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        DeployerStatus::serialize(self, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for DeployerStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = serde_json::Value::deserialize(deserializer)?;
+        Ok(DeployerStatus::read(&raw))
+    }
+}
+
+impl DeployerStatus {
+    /// Reads a stored status; what cannot be read is an [`unreadable`](Self::unreadable) status
+    /// that names the field and why.
+    fn read(raw: &serde_json::Value) -> DeployerStatus {
+        let mut track = serde_path_to_error::Track::new();
+        let de = serde_path_to_error::Deserializer::new(raw, &mut track);
+        match DeployerStatus::deserialize(de) {
+            Ok(status) => status,
+            Err(err) => {
+                let path = track.path().to_string();
+                let field = if path == "." { "status".to_string() } else { format!("status.{path}") };
+                let field_of = |key: &str| raw.get(key).cloned().unwrap_or_default();
+                DeployerStatus {
+                    observed_generation: serde_json::from_value(field_of("observedGeneration")).ok(),
+                    conditions: serde_json::from_value(field_of("conditions")).unwrap_or_default(),
+                    unreadable: Some(format!("{field}: {err}")),
+                    ..DeployerStatus::default()
+                }
+            }
+        }
+    }
 }
 
 /// The persisted state of one check at one gate.
@@ -459,12 +575,12 @@ pub struct DeployerStatus {
 pub struct CheckStatus {
     /// `metric/<name>` or `webhook/<name>`.
     pub name: String,
-    /// Where it runs: `BeforeStep`, `Wait` (metrics), `AfterStep` or `Rollback`.
-    pub gate: String,
+    /// Where it runs.
+    pub gate: Gate,
     /// The step (1-based) it runs for.
     pub step: i32,
-    /// `Running`, `Passed`, `Failed` or `Inconclusive`.
-    pub phase: String,
+    /// Where the check is.
+    pub phase: CheckPhase,
     /// Measurements taken (a metric) or calls made (a webhook).
     pub runs: i32,
     /// Measurements that failed (a metric) or failed calls (a webhook).

@@ -1,31 +1,29 @@
 //! deployer-operator: restart-safe canary rollouts for Kubernetes through a `Deployer` resource.
 //!
+//! The folders are the architecture: a functional core that decides, and an imperative shell
+//! that observes and acts.
+//!
 //! - [`api`]: the custom resource (spec, status, admission rules);
-//! - [`replicas`]: the replica arithmetic of a step;
-//! - [`rollout`]: the pure state machine that decides every action;
-//! - [`checks`]: the pure part of step gates (metric and webhook checks);
-//! - [`probe`]: the calls of the checks and the notifications (HTTP);
-//! - [`resources`]: pure builders of the Deployments the operator owns;
-//! - [`controller`]: the thin shell that observes, calls the core, acts and persists;
-//! - [`leader`]: leader election on a Lease, so that only one replica reconciles;
-//! - [`metrics`], [`http`], [`telemetry`]: what operators of the operator see (metrics, probes, logs);
-//! - [`shutdown`]: the stop signal shared by the controller, leader election and SIGTERM.
+//! - `pure/` — no client, no clock, no I/O; tables and properties test it:
+//!   - [`rollout`]: the state machine that decides every action, and the one codec of the status;
+//!   - [`checks`]: step gates (metric and webhook checks): what is due, what answers mean;
+//!   - [`replicas`]: the replica arithmetic of a step;
+//!   - [`resources`]: the Deployments the operator owns, built and read back;
+//! - `shell/` — talks to the world:
+//!   - [`controller`]: observe → decide → call checks → confirm → act → persist → publish;
+//!   - [`probe`]: the checks' HTTP calls and the notifications;
+//!   - [`leader`]: leader election on a Lease, so that only one replica reconciles;
+//!   - [`metrics`], [`http`], [`telemetry`]: what operators of the operator see;
+//!   - [`shutdown`]: the stop signal shared by the controller, leader election and SIGTERM.
 
 pub mod api;
-pub mod checks;
-pub mod controller;
-pub mod http;
-pub mod leader;
-pub mod metrics;
-pub mod probe;
-pub mod replicas;
-pub mod resources;
-pub mod rollout;
-pub mod shutdown;
-pub mod telemetry;
-
 #[cfg(test)]
 pub mod fixtures;
+mod pure;
+mod shell;
+
+pub use pure::{checks, replicas, resources, rollout};
+pub use shell::{controller, http, leader, metrics, probe, shutdown, telemetry};
 
 /// Everything that can fail in the operator, with the object and the stage it failed at.
 #[derive(Debug, thiserror::Error)]
@@ -41,9 +39,10 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// A Deployment the operator must create exists and is not owned by the Deployer.
-    #[error("Deployment {0} exists and is not owned by this Deployer; rename or delete it")]
-    NameConflict(String),
+    /// A write was refused because the object changed since it was read (a conflict on its
+    /// resourceVersion): the view it was decided on is stale. Decided again, soon.
+    #[error("{0} changed since it was read; deciding again")]
+    Stale(String),
     /// The Deployer lacks what an object read from the API server always has.
     #[error("Deployer {0} has no name, namespace or uid")]
     MissingMetadata(String),
@@ -74,6 +73,21 @@ pub enum Error {
     /// standby.
     #[error("lost leadership ({0}); exiting to restart as a standby")]
     LeadershipLost(String),
+}
+
+impl Error {
+    /// The error's kind as a metric label: low-cardinality whatever the error carries.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube { .. } => "kube",
+            Error::Stale(_) => "stale",
+            Error::MissingMetadata(_) => "missing_metadata",
+            Error::InvalidConfig(_) => "invalid_config",
+            Error::Listen { .. } => "listen",
+            Error::Lease { .. } => "lease",
+            Error::LeadershipLost(_) => "leadership_lost",
+        }
+    }
 }
 
 /// Result with the operator's [`Error`].

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use deployer_operator::api::{DeployerStatus, Phase};
+use deployer_operator::api::{AbortReason, CheckPhase, DeployerStatus, Gate, PauseCause, Phase};
 use gates::{Exporter, Prometheus, Receiver, SUCCESS_RATE};
 use harness::{
     apply, assert_no_step_repeated, deployer, events, patch_spec, secs, setup, wait_deployments, wait_phase,
@@ -65,12 +65,12 @@ async fn a_healthy_canary_passes_its_metric_checks_at_every_step() {
     let c = check(&waiting, "metric/success-rate").expect("the check");
     let value: f64 = c.last_value.as_deref().and_then(|v| v.parse().ok()).expect("a value");
     assert!((0.95..=1.0).contains(&value), "success rate {value}: {c:?}");
-    assert_eq!((c.gate.as_str(), c.step), ("Wait", 1));
+    assert_eq!((c.gate, c.step), (Gate::Wait, 1));
 
     let done = wait_phase(&client, &ns, "app", Phase::Done, secs(90)).await;
     assert_eq!(done.stable_version.as_deref(), Some("2.0.0"));
     let last = check(&done, "metric/success-rate").expect("the last gate's check");
-    assert_eq!((last.step, last.phase.as_str(), last.runs, last.failures), (2, "Passed", 2, 0));
+    assert_eq!((last.step, last.phase, last.runs, last.failures), (2, CheckPhase::Passed, 2, 0));
     wait_deployments(&client, &ns, &[("app-2.0.0", 2)], secs(30)).await;
     assert_no_step_repeated(&events(&client, &ns, "app").await);
 }
@@ -85,7 +85,7 @@ async fn a_bad_metric_aborts_and_rolls_back() {
     roll(&client, &ns, success_rate(&prometheus, 3), json!({})).await;
 
     let aborted = wait_phase(&client, &ns, "app", Phase::Aborted, secs(60)).await;
-    assert_eq!(aborted.abort_reason.as_deref(), Some("CheckFailed"));
+    assert_eq!(aborted.abort_reason, Some(AbortReason::CheckFailed));
     let verdict = aborted.check_verdict.clone().expect("a verdict");
     assert!(
         verdict.starts_with("metric/success-rate: 0.") && verdict.contains("is below min 0.95"),
@@ -108,7 +108,7 @@ async fn no_data_pauses_the_rollout_with_the_reason() {
     roll(&client, &ns, success_rate(&prometheus, 2), json!({})).await;
 
     let paused = wait_phase(&client, &ns, "app", Phase::Paused, secs(60)).await;
-    assert_eq!(paused.paused_by.as_deref(), Some("Check"));
+    assert_eq!(paused.paused_by, Some(PauseCause::Check));
     assert_eq!(paused.check_verdict.as_deref(), Some("metric/success-rate: the query returned no data"));
     let ready = paused.condition("Ready").expect("Ready");
     assert!(ready.message.contains("could not tell"), "{ready:?}");
@@ -137,7 +137,7 @@ async fn a_webhook_500_aborts_after_its_retries_and_the_payload_is_documented() 
     roll(&client, &ns, analysis, json!({})).await;
 
     let aborted = wait_phase(&client, &ns, "app", Phase::Aborted, secs(60)).await;
-    assert_eq!(aborted.abort_reason.as_deref(), Some("CheckFailed"));
+    assert_eq!(aborted.abort_reason, Some(AbortReason::CheckFailed));
     assert_eq!(aborted.check_verdict.as_deref(), Some("webhook/load-test: answered HTTP 500"));
     wait_deployments(&client, &ns, &[("app-1.0.0", 2)], secs(30)).await;
     let calls = receiver.at("/gate");

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use deployer_operator::api::{Deployer, Phase};
+use deployer_operator::api::{AbortReason, Deployer, PauseCause, Phase};
 use harness::{apply, deployer, events, patch_spec, secs, setup, wait_deployments, wait_phase, wait_status};
 use kube::{
     Api, Client,
@@ -93,7 +93,7 @@ async fn an_abort_requested_while_the_operator_is_down_is_carried_out_after_rest
     assert_eq!(harness::status(&client, &ns, "app").await.and_then(|s| s.phase), Some(Phase::Waiting));
     op.restart();
     let st = wait_phase(&client, &ns, "app", Phase::Aborted, secs(30)).await;
-    assert_eq!(st.abort_reason.as_deref(), Some("AbortRequested"));
+    assert_eq!(st.abort_reason, Some(AbortReason::AbortRequested));
     wait_deployments(&client, &ns, &[("app-1.0.0", 4)], secs(30)).await;
     let evs = events(&client, &ns, "app").await;
     assert!(evs.iter().any(|(t, r, _)| t == "Warning" && r == "AbortRequested"), "{evs:#?}");
@@ -149,7 +149,7 @@ async fn a_pause_step_waits_for_promote_and_a_finished_rollout_ignores_controls(
     let (client, ns, _op) = setup("e2e-pausestep").await;
     rolling(&client, &ns, "2.0.0", json!([{"percent": 50, "pause": true}]), Phase::Paused).await;
     let st = harness::status(&client, &ns, "app").await.expect("status");
-    assert_eq!(st.paused_by.as_deref(), Some("Step"));
+    assert_eq!(st.paused_by, Some(PauseCause::Step));
     assert_eq!(st.progress.as_ref().map(|p| p.wait.as_str()), Some("paused until promoted"));
     harness::assert_holds("the pause step holds", secs(3), || async {
         harness::status(&client, &ns, "app").await.and_then(|s| s.phase) == Some(Phase::Paused)

@@ -327,13 +327,17 @@ async fn metrics_follow_a_rollout_and_an_abort() {
 
     wait_phase(&client, &ns, "app", Phase::Done, secs(60)).await;
     // The cache can show Done a moment before the reconcile that wrote it has counted its
-    // transitions: wait for both.
-    let (_, after) = wait_metrics(&op, "Done = 1, Waiting = 0", Instant::now(), secs(10), |t| {
-        value(t, "deployer_deployers", &[("phase", "Done")]) == 1.0
-            && value(t, "deployer_deployers", &[("phase", "Waiting")]) == 0.0
-            && completed(t) > completed(&before)
-    })
-    .await;
+    // transitions, and the old version is deleted right after Done is written: wait for all.
+    let deleted =
+        |t: &str| value(t, "deployer_kube_api_requests_total", &[("verb", "delete"), ("result", "200")]);
+    let (_, after) =
+        wait_metrics(&op, "Done = 1, Waiting = 0, old version deleted", Instant::now(), secs(10), |t| {
+            value(t, "deployer_deployers", &[("phase", "Done")]) == 1.0
+                && value(t, "deployer_deployers", &[("phase", "Waiting")]) == 0.0
+                && completed(t) > completed(&before)
+                && deleted(t) >= 1.0
+        })
+        .await;
     let grew =
         |name: &str, labels: &[(&str, &str)]| value(&after, name, labels) - value(&before, name, labels);
     assert!(grew("deployer_reconciles_total", &[]) >= 3.0, "{after}");

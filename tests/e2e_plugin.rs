@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use deployer_operator::api::{Deployer, Phase};
+use deployer_operator::api::{AbortReason, Deployer, PauseCause, Phase};
 use harness::{apply, deployer, events, patch_spec, secs, setup, wait_phase, wait_status};
 use kube::Api;
 use serde_json::{Value, json};
@@ -159,7 +159,7 @@ async fn the_plugin_drives_a_rollout_through_every_control() {
         "deployer/app: pause requested at step 1/4 (Waiting) (deploy.example.com/paused=true)\n"
     );
     let paused = wait_phase(&client, &ns, "app", Phase::Paused, secs(30)).await;
-    assert_eq!(paused.paused_by.as_deref(), Some("Annotation"));
+    assert_eq!(paused.paused_by, Some(PauseCause::Annotation));
     assert_eq!(
         annotations(&client, &ns, "app").await.get("deploy.example.com/paused").map(String::as_str),
         Some("true")
@@ -183,7 +183,7 @@ async fn the_plugin_drives_a_rollout_through_every_control() {
     let run = ok(&ns, &["abort", "app"]).await;
     assert!(run.stdout.starts_with("deployer/app: abort requested at step 2/4"), "{run:#?}");
     let aborted = wait_phase(&client, &ns, "app", Phase::Aborted, secs(30)).await;
-    assert_eq!(aborted.abort_reason.as_deref(), Some("AbortRequested"));
+    assert_eq!(aborted.abort_reason, Some(AbortReason::AbortRequested));
     let run = plugin(&ns, &["status", "app", "--timeout", "30s"]).await;
     assert_eq!(run.code, 1, "{run:#?}");
     assert!(

@@ -77,13 +77,7 @@ pub fn token(now: DateTime<Utc>, current: Option<&str>) -> String {
 pub fn pending(d: &Deployer) -> Vec<&'static str> {
     let (_, asked) = deployer_operator::resources::requests(d);
     let handled = d.status.as_ref().map(|s| s.handled.clone()).unwrap_or_default();
-    let pairs = [
-        (Control::Abort, asked.abort, handled.abort),
-        (Control::Retry, asked.retry, handled.retry),
-        (Control::PromoteFull, asked.promote_full, handled.promote_full),
-        (Control::Promote, asked.promote, handled.promote),
-    ];
-    pairs.into_iter().filter(|(_, a, h)| a.is_some() && a != h).map(|(c, _, _)| c.name()).collect()
+    deployer_operator::rollout::control::pending(&asked, &handled).into_iter().map(|r| r.name()).collect()
 }
 
 /// The line printed once `control` was asked of `d` (as it was before the patch): what was
@@ -96,11 +90,8 @@ pub fn message(control: Control, d: &Deployer) -> String {
         (Some(step), Some(phase)) => format!("at step {step} ({phase})"),
         _ => "before its first reconcile".into(),
     };
-    let stepping = matches!(
-        phase,
-        Some(Phase::Init | Phase::Scaling | Phase::Waiting | Phase::Paused | Phase::Checking)
-    ) && status.stable_version.is_some()
-        && status.canary_version.is_some();
+    let memory = deployer_operator::rollout::state::read(Some(&status)).ok().flatten();
+    let stepping = memory.as_ref().is_some_and(|m| m.in_flight());
     let finished = |what: &str| {
         let phase = phase.map_or("not started".to_string(), |p| p.to_string());
         format!(

@@ -1,8 +1,11 @@
 //! The screen of `kubectl deployer get NAME`: a pure function of a [`Snapshot`] and the time, so
 //! the live view (`-w`) redraws it and the unit tests below pin it down.
 
-use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use deployer_operator::api::{Condition, Deployer, DeployerStatus, Phase};
+use chrono::{DateTime, SecondsFormat, Utc};
+use deployer_operator::{
+    api::{CheckPhase, Condition, Deployer, DeployerStatus, PauseCause, Phase},
+    rollout::{State, state},
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 
@@ -60,25 +63,31 @@ pub fn frame(snap: &Snapshot, now: DateTime<Utc>, style: Style) -> String {
     lines.join("\n")
 }
 
-/// The phase, with why it is there when that is not obvious.
+/// The phase, with why it is there when that is not obvious (read by the operator's own codec).
 fn phase_text(d: &Deployer, status: &DeployerStatus, style: Style) -> String {
-    let Some(phase) = status.phase else {
-        return style.paint("Pending", Tone::Warn) + " (not yet reconciled: is the operator running?)";
+    let mem = match state::read(Some(status)) {
+        Ok(Some(mem)) => mem,
+        Ok(None) => {
+            return style.paint("Pending", Tone::Warn) + " (not yet reconciled: is the operator running?)";
+        }
+        Err(why) => return style.paint("Unreadable", Tone::Bad) + &format!(" ({why})"),
     };
+    let phase = mem.state.phase();
+    let verdict = mem.verdict.as_deref().unwrap_or("?");
     let mut text = style.paint(&phase.to_string(), phase_tone(phase));
-    match phase {
-        Phase::Aborted => {
-            text += &format!(" ({})", status.abort_reason.as_deref().unwrap_or("ProgressDeadlineExceeded"));
-            if let Some(verdict) = &status.check_verdict {
+    match mem.state {
+        State::Aborted { reason, .. } => {
+            text += &format!(" ({reason})");
+            if let Some(verdict) = &mem.verdict {
                 text += &format!(": {verdict}");
             }
         }
-        Phase::Paused if status.paused_by.as_deref() == Some("Step") => text += " (at a pause step)",
-        Phase::Paused if status.paused_by.as_deref() == Some("Check") => {
-            text += &format!(" (a check could not tell: {})", status.check_verdict.as_deref().unwrap_or("?"));
+        State::Paused { by: PauseCause::Step, .. } => text += " (at a pause step)",
+        State::Paused { by: PauseCause::Check, .. } => {
+            text += &format!(" (a check could not tell: {verdict})")
         }
-        Phase::Checking => text += &format!(" ({} gate)", status.gate.as_deref().unwrap_or("?")),
-        Phase::Paused => text += " (by the paused annotation)",
+        State::Paused { by: PauseCause::Annotation, .. } => text += " (by the paused annotation)",
+        State::Checking { gate, .. } => text += &format!(" ({gate} gate)"),
         _ => {}
     }
     let generation = d.metadata.generation.unwrap_or(0);
@@ -91,18 +100,18 @@ fn phase_text(d: &Deployer, status: &DeployerStatus, style: Style) -> String {
 
 /// `webhook/smoke  AfterStep 2  Passed  1 run, 0 failed  last 200`.
 fn check_text(c: &deployer_operator::api::CheckStatus, style: Style) -> String {
-    let tone = match c.phase.as_str() {
-        "Passed" => Tone::Good,
-        "Failed" => Tone::Bad,
-        "Inconclusive" => Tone::Warn,
-        _ => Tone::Busy,
+    let tone = match c.phase {
+        CheckPhase::Passed => Tone::Good,
+        CheckPhase::Failed => Tone::Bad,
+        CheckPhase::Inconclusive => Tone::Warn,
+        CheckPhase::Running => Tone::Busy,
     };
     let mut text = format!(
         "{:<24}{:<11}step {:<4}{}  {} run(s), {} failed",
         c.name,
-        c.gate,
+        c.gate.to_string(),
         c.step,
-        style.paint(&format!("{:<13}", c.phase), tone),
+        style.paint(&format!("{:<13}", c.phase.to_string()), tone),
         c.runs,
         c.failures
     );
@@ -149,36 +158,28 @@ fn step_text(status: &DeployerStatus, style: Style) -> String {
 
 /// The time left in the current wait, or what the rollout waits for.
 fn wait_text(d: &Deployer, status: &DeployerStatus, now: DateTime<Utc>) -> String {
-    match status.phase {
-        Some(Phase::Waiting) => match status.wait_until {
-            Some(until) => format!(
-                "{} left (until {} UTC)",
-                left(until - now),
-                until.to_rfc3339_opts(SecondsFormat::Secs, true).get(11..19).unwrap_or("?")
-            ),
-            None => "-".into(),
-        },
-        Some(Phase::Paused) => match (status.paused_by.as_deref(), status.paused_wait_millis) {
-            (Some("Step" | "Check"), _) => {
-                "until promoted: kubectl deployer promote NAME".replace("NAME", &d.name_any())
-            }
-            (_, Some(ms)) => format!(
-                "held with {} of the wait left; resumes when the paused annotation goes",
-                left(TimeDelta::milliseconds(ms))
-            ),
-            _ => "held while scaling; resumes when the paused annotation goes".into(),
-        },
-        Some(Phase::Scaling) => match status.step_started_at {
-            Some(since) => {
-                let deadline = since + TimeDelta::seconds(d.spec.progress_deadline_seconds);
-                format!("for the canary's pods (progress deadline in {})", left(deadline - now))
-            }
-            None => "for the canary's pods".into(),
-        },
-        Some(Phase::Init) => "for the canary's Deployment".into(),
-        Some(Phase::Checking) => "for the gate's checks (see Checks)".into(),
-        Some(Phase::Finalizing) => "for the old version's Deployment to go".into(),
-        _ => "-".into(),
+    let Ok(Some(mem)) = state::read(Some(status)) else { return "-".into() };
+    match mem.state {
+        State::Waiting { until, .. } => format!(
+            "{} left (until {} UTC)",
+            left(until - now),
+            until.to_rfc3339_opts(SecondsFormat::Secs, true).get(11..19).unwrap_or("?")
+        ),
+        State::Paused { by: PauseCause::Step | PauseCause::Check, .. } => {
+            "until promoted: kubectl deployer promote NAME".replace("NAME", &d.name_any())
+        }
+        State::Paused { left: Some(held), .. } => {
+            format!("held with {} of the wait left; resumes when the paused annotation goes", left(held))
+        }
+        State::Paused { .. } => "held while scaling; resumes when the paused annotation goes".into(),
+        State::Scaling { since, .. } => {
+            let deadline = deployer_operator::checks::later(since, d.spec.progress_deadline_seconds);
+            format!("for the canary's pods (progress deadline in {})", left(deadline - now))
+        }
+        State::Init => "for the canary's Deployment".into(),
+        State::Checking { .. } => "for the gate's checks (see Checks)".into(),
+        State::Finalizing => "for the old version's Deployment to go".into(),
+        State::Done | State::Aborted { .. } => "-".into(),
     }
 }
 
@@ -321,6 +322,7 @@ fn events(snap: &Snapshot, now: DateTime<Utc>, style: Style) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use chrono::TimeDelta;
     use serde_json::json;
 
     use super::*;

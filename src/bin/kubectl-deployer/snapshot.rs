@@ -114,7 +114,8 @@ pub mod fixtures {
 
     /// A Deployer `app` in `demo` (4 replicas, steps 25/50/75 with 30 s sleeps, generation 3),
     /// with `status` as given.
-    pub fn deployer(status: Value) -> Deployer {
+    pub fn deployer(mut status: Value) -> Deployer {
+        complete(&mut status);
         serde_json::from_value(json!({
             "apiVersion": "deploy.example.com/v1alpha1",
             "kind": "Deployer",
@@ -129,6 +130,28 @@ pub mod fixtures {
             "status": status,
         }))
         .expect("a Deployer")
+    }
+
+    /// Fills in what the operator always writes beside a phase, where a test leaves it out: the
+    /// plan, the versions, the step number, and the times of Scaling and Waiting (the operator's
+    /// codec reads nothing less).
+    fn complete(status: &mut Value) {
+        let Some(fields) = status.as_object_mut() else { return };
+        let Some(phase) = fields.get("phase").and_then(Value::as_str).map(str::to_string) else { return };
+        let done = matches!(phase.as_str(), "Done" | "Finalizing");
+        fields.entry("plan").or_insert(json!("25%/30s,50%/30s,75%/30s,100%/0s"));
+        fields.entry("stableVersion").or_insert(json!(if done { "2.0.0" } else { "1.0.0" }));
+        if !done {
+            fields.entry("canaryVersion").or_insert(json!("2.0.0"));
+        }
+        let step =
+            fields.get("step").and_then(Value::as_str).and_then(|s| s.split('/').next()?.parse::<i64>().ok());
+        fields.entry("currentStep").or_insert(json!(step.unwrap_or(1)));
+        match phase.as_str() {
+            "Scaling" => fields.entry("stepStartedAt").or_insert(json!(at(0))),
+            "Waiting" => fields.entry("waitUntil").or_insert(json!(at(30))),
+            _ => return,
+        };
     }
 
     /// An owned Deployment `app-<version>`.

@@ -1,8 +1,11 @@
 //! `kubectl deployer status`: whether a rollout has finished, and how (a pure [`verdict`]), and
 //! the one-line summaries it prints while it waits ([`progress_line`]).
 
-use chrono::{DateTime, TimeDelta, Utc};
-use deployer_operator::api::{Deployer, Phase};
+use chrono::{DateTime, Utc};
+use deployer_operator::{
+    api::{Deployer, PauseCause},
+    rollout::{State, state},
+};
 
 use crate::{
     controls::pending,
@@ -38,21 +41,22 @@ pub fn verdict(d: &Deployer) -> Verdict {
         return Verdict::Pending(format!("{} requested, not yet handled", requests.join(", ")));
     }
     let ready = status.condition("Ready");
-    if let Some(c) =
-        ready.filter(|c| c.status == "False" && matches!(c.reason.as_str(), "InvalidSpec" | "NameConflict"))
-    {
+    let halted = ["InvalidSpec", "NameConflict", "StatusUnreadable"];
+    if let Some(c) = ready.filter(|c| c.status == "False" && halted.contains(&c.reason.as_str())) {
         return Verdict::Failed(format!("{}: {}", c.reason, c.message));
     }
     let message = ready.map(|c| c.message.clone()).unwrap_or_default();
-    match status.phase {
-        Some(Phase::Aborted) => Verdict::Failed(format!(
-            "rollout aborted ({}): {message}",
-            status.abort_reason.as_deref().unwrap_or("ProgressDeadlineExceeded")
-        )),
-        Some(Phase::Done) if ready.is_some_and(|c| c.status == "True") => Verdict::Done(message),
-        Some(Phase::Done) => Verdict::Pending(format!("Done, not yet Ready: {message}")),
-        Some(phase) => Verdict::Pending(phase.to_string()),
-        None => Verdict::Pending("no phase yet".into()),
+    match state::read(Some(status)) {
+        Ok(Some(mem)) => match mem.state {
+            State::Aborted { reason, .. } => {
+                Verdict::Failed(format!("rollout aborted ({reason}): {message}"))
+            }
+            State::Done if ready.is_some_and(|c| c.status == "True") => Verdict::Done(message),
+            State::Done => Verdict::Pending(format!("Done, not yet Ready: {message}")),
+            other => Verdict::Pending(other.phase().to_string()),
+        },
+        Ok(None) => Verdict::Pending("no phase yet".into()),
+        Err(why) => Verdict::Failed(format!("status unreadable: {why}")),
     }
 }
 
@@ -73,13 +77,13 @@ pub fn progress_line(snap: &Snapshot, now: DateTime<Utc>) -> String {
             None => line += &format!("  {role} {version} (no Deployment)"),
         }
     }
-    let wait = match status.phase {
-        Some(Phase::Waiting) => status.wait_until.map(|u| format!("{} left", left(u - now))),
-        Some(Phase::Paused) => Some(match (status.paused_by.as_deref(), status.paused_wait_millis) {
-            (Some("Step"), _) => "paused until promoted".to_string(),
-            (Some("Check"), _) => "paused by an inconclusive check until promoted".to_string(),
-            (_, Some(ms)) => format!("paused with {} left", left(TimeDelta::milliseconds(ms))),
-            _ => "paused".to_string(),
+    let wait = match state::read(Some(&status)).ok().flatten().map(|m| m.state) {
+        Some(State::Waiting { until, .. }) => Some(format!("{} left", left(until - now))),
+        Some(State::Paused { by, left: held, .. }) => Some(match (by, held) {
+            (PauseCause::Step, _) => "paused until promoted".to_string(),
+            (PauseCause::Check, _) => "paused by an inconclusive check until promoted".to_string(),
+            (PauseCause::Annotation, Some(held)) => format!("paused with {} left", left(held)),
+            (PauseCause::Annotation, None) => "paused".to_string(),
         }),
         _ => None,
     };

@@ -37,8 +37,9 @@ use prometheus_client::{
 
 use crate::{
     Error,
-    api::{Deployer, DeployerStatus, Phase},
-    rollout::{Note, Severity},
+    api::{Deployer, DeployerStatus, Gate, Phase},
+    checks,
+    rollout::{Note, Severity, State, state},
 };
 
 /// The `Content-Type` of [`Metrics::encode`]'s output.
@@ -75,6 +76,7 @@ pub struct Metrics {
     aborts: Family<ReasonLabels, Counter>,
     lateness: Histogram,
     leader: Gauge,
+    remembered: Gauge,
     requests: Family<RequestLabels, Counter>,
     checks: Family<CheckLabels, Counter>,
     notifications: Family<ReasonLabels, Counter>,
@@ -124,6 +126,12 @@ impl Metrics {
             "1 while this process runs the controller (it holds the lease, or leader election is off)",
             leader.clone(),
         );
+        let remembered = Gauge::default();
+        registry.register(
+            "controller_remembered_deployers",
+            "Deployers the controller keeps something of between reconciles (its last status write, a backoff); bounded by the Deployers that exist",
+            remembered.clone(),
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "kube_api_requests",
@@ -154,6 +162,7 @@ impl Metrics {
             aborts,
             lateness,
             leader,
+            remembered,
             requests,
             checks,
             notifications,
@@ -214,7 +223,7 @@ impl Metrics {
         now: DateTime<Utc>,
     ) {
         for note in notes {
-            self.transitions.get_or_create(&ReasonLabels { reason: note.reason.to_string() }).inc();
+            self.transitions.get_or_create(&ReasonLabels { reason: note.reason.as_str().to_string() }).inc();
         }
         let phase = |s: Option<&DeployerStatus>| s.and_then(|s| s.phase);
         if phase(Some(after)) == Some(Phase::Aborted) && phase(before) != Some(Phase::Aborted) {
@@ -222,7 +231,7 @@ impl Metrics {
                 .iter()
                 .find(|n| n.severity == Severity::Warning)
                 .or(notes.first())
-                .map_or("Unknown", |n| n.reason);
+                .map_or("Unknown", |n| n.reason.as_str());
             self.aborts.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc();
         }
         if let Some(late) = wait_ended_late(before, after, now) {
@@ -233,6 +242,11 @@ impl Metrics {
     /// Sets whether this process runs the controller.
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    /// Sets how many Deployers the controller remembers something of.
+    pub fn set_remembered(&self, n: usize) {
+        self.remembered.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// The Deployer caches of the running controllers, read at each scrape for the phase gauges
@@ -259,39 +273,25 @@ impl Drop for ReconcileTimer<'_> {
     }
 }
 
-/// The error's variant name in snake case (`Kube` → `kube`, `NameConflict` → `name_conflict`):
-/// a label that stays low-cardinality whatever the error carries.
 fn error_kind(err: &Error) -> String {
-    let debug = format!("{err:?}");
-    let variant = debug.split(|c: char| !c.is_alphanumeric()).next().unwrap_or_default();
-    let mut out = String::new();
-    for (i, c) in variant.chars().enumerate() {
-        if c.is_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.extend(c.to_lowercase());
-    }
-    out
+    err.metric_label().to_string()
 }
 
 /// Seconds between a wait's deadline and `now`, if the status went from that wait to something
 /// else and the deadline had passed (a wait left early — a rollback, a pause, a promotion — is
-/// not late).
+/// not late). Both statuses are read by the core's codec.
 fn wait_ended_late(
     before: Option<&DeployerStatus>,
     after: &DeployerStatus,
     now: DateTime<Utc>,
 ) -> Option<f64> {
-    let before = before.filter(|b| b.phase == Some(Phase::Waiting))?;
-    let until = before.wait_until?;
+    let Ok(Some(before)) = state::read(before) else { return None };
+    let State::Waiting { step, until } = before.state else { return None };
     // A wait that also waits for its metrics ends when they are measured, not at its deadline.
-    let step = before.current_step?;
-    if before.checks.iter().any(|c| c.gate == "Wait" && c.step == step) {
+    if checks::at(&before.checks, Gate::Wait, step) {
         return None;
     }
-    let same_wait = after.phase == Some(Phase::Waiting)
-        && after.current_step == before.current_step
-        && after.wait_until == before.wait_until;
+    let same_wait = matches!(state::read(Some(after)), Ok(Some(m)) if m.state == before.state);
     if same_wait || now < until {
         return None;
     }
@@ -499,8 +499,18 @@ mod tests {
 
     use super::*;
 
+    /// A status of a two-step rollout of 2.0.0 over 1.0.0, as the operator writes it.
     fn status(phase: Phase, step: i32, wait_until: Option<DateTime<Utc>>) -> DeployerStatus {
-        DeployerStatus { phase: Some(phase), current_step: Some(step), wait_until, ..Default::default() }
+        DeployerStatus {
+            phase: Some(phase),
+            current_step: Some(step),
+            wait_until,
+            step_started_at: (phase == Phase::Scaling).then(Utc::now),
+            stable_version: Some("1.0.0".into()),
+            canary_version: Some("2.0.0".into()),
+            plan: Some("10%/5s,100%/0s".into()),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -527,8 +537,8 @@ mod tests {
     }
 
     #[test]
-    fn error_kinds_are_snake_case_variant_names() {
-        assert_eq!(error_kind(&Error::NameConflict("web-2".into())), "name_conflict");
+    fn error_kinds_are_snake_case_labels() {
+        assert_eq!(error_kind(&Error::InvalidConfig("--concurrency 0".into())), "invalid_config");
         assert_eq!(error_kind(&Error::MissingMetadata("web".into())), "missing_metadata");
     }
 
@@ -572,20 +582,20 @@ mod tests {
         let after = status(Phase::Aborted, 1, None);
         let notes = [Note {
             severity: Severity::Warning,
-            reason: "ProgressDeadlineExceeded",
+            reason: crate::rollout::Reason::ProgressDeadlineExceeded,
             message: "too slow".into(),
         }];
         metrics.decided(Some(&before), &after, &notes, Utc::now());
         // The same status again (e.g. a refresh) is no second abort.
         metrics.decided(Some(&after), &after, &[], Utc::now());
-        metrics.reconcile_failed(&Error::NameConflict("x".into()));
+        metrics.reconcile_failed(&Error::MissingMetadata("x".into()));
         drop(metrics.reconcile_started());
         metrics.set_leader(true);
         let text = metrics.encode().expect("encodes");
         for line in [
             "deployer_aborts_total{reason=\"ProgressDeadlineExceeded\"} 1",
             "deployer_transitions_total{reason=\"ProgressDeadlineExceeded\"} 1",
-            "deployer_reconcile_errors_total{reason=\"name_conflict\"} 1",
+            "deployer_reconcile_errors_total{reason=\"missing_metadata\"} 1",
             "deployer_reconciles_total 1",
             "deployer_reconcile_duration_seconds_count 1",
             "deployer_leader 1",

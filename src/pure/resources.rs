@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec as K8sDeploymentSpec},
-        core::v1::{Container, ContainerPort, PodSpec, PodTemplateSpec},
+        core::v1::{Container, ContainerPort, Pod, PodSpec, PodTemplateSpec},
     },
     apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference},
 };
@@ -41,11 +41,6 @@ pub fn pod_labels(deployer: &str, spec: &DeploymentSpec, version: &str) -> BTree
     labels
 }
 
-/// The container image of one version: `<image>:<version>`.
-pub fn image(spec: &DeploymentSpec, version: &str) -> String {
-    format!("{}:{}", spec.image, version)
-}
-
 /// The Deployment that runs `version` of `deployer` at `replicas`, owned by the Deployer
 /// (controller reference, so deleting the Deployer garbage-collects it).
 ///
@@ -71,7 +66,7 @@ pub fn deployment(deployer: &Deployer, version: &str, replicas: i32) -> Option<D
                 spec: Some(PodSpec {
                     containers: vec![Container {
                         name: spec.name.clone(),
-                        image: Some(image(spec, version)),
+                        image: Some(spec.image_for(version)),
                         ports: Some(vec![ContainerPort {
                             name: Some("http".into()),
                             container_port: 80,
@@ -104,13 +99,12 @@ pub fn requests(deployer: &Deployer) -> (bool, Controls) {
     (paused, controls)
 }
 
-/// Whether `d` belongs to `deployer`: it carries the deployer label with its name AND a
-/// controller owner reference to its uid. Labels alone never make a Deployment ours.
+/// Whether `d` belongs to `deployer`: a controller owner reference to its uid. Labels alone never
+/// make a Deployment ours, and a label a person removed does not make it someone else's (the
+/// operator puts it back).
 pub fn is_owned_by(d: &Deployment, deployer: &Deployer) -> bool {
     let Some(uid) = deployer.uid() else { return false };
-    let labelled = d.labels().get(DEPLOYER_LABEL).map(String::as_str) == Some(deployer.name_any().as_str());
-    let controlled = d.owner_references().iter().any(|o| o.uid == uid && o.controller == Some(true));
-    labelled && controlled
+    d.owner_references().iter().any(|o| o.uid == uid && o.controller == Some(true))
 }
 
 /// What the rollout core needs to know of an owned Deployment. `None` if it has no version
@@ -132,6 +126,20 @@ pub fn observe(d: &Deployment) -> Option<Observed> {
             .and_then(|c| c.image.clone()),
         deleting: d.metadata.deletion_timestamp.is_some(),
     })
+}
+
+/// How many of `pods` run `version` and are ready, and not on their way out: what really serves,
+/// whatever a Deployment's status (which can lag a scale-down) still counts.
+pub fn ready_pods(pods: &[Pod], version: &str) -> i32 {
+    let ready = |p: &&Pod| {
+        p.metadata.deletion_timestamp.is_none()
+            && p.labels().get(VERSION_LABEL).map(String::as_str) == Some(version)
+            && p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    i32::try_from(pods.iter().filter(ready).count()).unwrap_or(i32::MAX)
 }
 
 #[cfg(test)]
@@ -177,8 +185,11 @@ mod tests {
         assert!(is_owned_by(&d, &dpl));
         d.metadata.owner_references = None;
         assert!(!is_owned_by(&d, &dpl), "labels alone must not make a Deployment ours");
-        let mut other = deployment(&dpl, "1.7.7", 1).expect("d");
-        other.metadata.labels.as_mut().expect("labels").insert(DEPLOYER_LABEL.into(), "someone-else".into());
-        assert!(!is_owned_by(&other, &dpl));
+        let mut relabelled = deployment(&dpl, "1.7.7", 1).expect("d");
+        relabelled.metadata.labels = None;
+        assert!(is_owned_by(&relabelled, &dpl), "ownership is the owner reference, not a label");
+        let mut foreign = deployment(&dpl, "1.7.7", 1).expect("d");
+        foreign.metadata.owner_references.as_mut().expect("owner")[0].uid = "someone-else".into();
+        assert!(!is_owned_by(&foreign, &dpl));
     }
 }

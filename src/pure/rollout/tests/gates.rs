@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::{
-    api::{Analysis, HookPoint, MetricCheck, PrometheusSource, WebhookCheck},
+    api::{Analysis, CheckPhase, HookPoint, MetricCheck, PrometheusSource, WebhookCheck},
     checks::{Answer, Request},
 };
 
@@ -111,10 +111,10 @@ fn a_bad_metric_aborts_and_rolls_back_with_the_value_in_the_verdict() {
     w.converge();
     assert_eq!(w.phase(), Phase::Aborted);
     let s = status(&w);
-    assert_eq!(s.abort_reason.as_deref(), Some("CheckFailed"));
+    assert_eq!(s.abort_reason, Some(AbortReason::CheckFailed));
     assert_eq!(s.check_verdict.as_deref(), Some("metric/errors: 0.2 is above max 0.05 (measurement 2 of 3)"));
     assert_eq!(w.pair(), (None, Some(4)), "canary gone, stable back at R");
-    let failed = w.notes.iter().find(|n| n.reason == "CheckFailed").expect("a CheckFailed Event");
+    let failed = w.notes.iter().find(|n| n.reason == Reason::CheckFailed).expect("a CheckFailed Event");
     assert_eq!(failed.severity, Severity::Warning);
     assert!(failed.message.contains("rolled back to 1.7.7"), "{}", failed.message);
     assert_eq!(calls_of(&w, "metric/errors").len(), 2, "no measurement after the failure");
@@ -140,7 +140,7 @@ fn no_data_pauses_with_the_reason_and_promote_goes_on() {
     w.converge();
     assert_eq!(w.phase(), Phase::Paused);
     let s = status(&w);
-    assert_eq!(s.paused_by.as_deref(), Some("Check"));
+    assert_eq!(s.paused_by, Some(PauseCause::Check));
     assert_eq!(s.check_verdict.as_deref(), Some("metric/errors: the query returned no data"));
     assert_eq!(s.current_step, Some(1));
     assert_eq!(w.pair(), (Some(2), Some(2)), "the step's replicas stay");
@@ -171,7 +171,7 @@ fn a_before_step_webhook_gates_the_scale_up_and_a_500_is_retried_then_aborts() {
     w.reconcile();
     // Init made the canary at 0; the gate holds it there.
     assert_eq!(w.phase(), Phase::Checking);
-    assert_eq!(status(&w).gate.as_deref(), Some("BeforeStep"));
+    assert_eq!(status(&w).gate, Some(Gate::BeforeStep));
     assert_eq!(w.pair(), (Some(0), Some(4)));
     w.converge();
     assert_eq!(w.phase(), Phase::Aborted);
@@ -180,7 +180,7 @@ fn a_before_step_webhook_gates_the_scale_up_and_a_500_is_retried_then_aborts() {
     // Without rollback webhooks, the failed check stays in status.checks for all to see.
     let check = &status(&w).checks;
     assert_eq!(check.len(), 1, "{check:?}");
-    assert_eq!((check[0].phase.as_str(), check[0].runs, check[0].failures), ("Failed", 3, 3));
+    assert_eq!((check[0].phase, check[0].runs, check[0].failures), (CheckPhase::Failed, 3, 3));
     assert_eq!(status(&w).check_verdict.as_deref(), Some("webhook/load: answered HTTP 500"));
     assert_eq!(w.pair(), (None, Some(4)));
     // The payload says where the rollout is.
@@ -245,8 +245,8 @@ fn before_promotion_runs_only_before_the_final_step_and_rollback_hooks_are_told(
     assert_eq!(w.reasons().iter().filter(|r| **r == "RollbackHookFailed").count(), 1);
     let undo = &status(&w).checks[0];
     assert_eq!(
-        (undo.name.as_str(), undo.phase.as_str(), undo.gate.as_str()),
-        ("webhook/undo", "Failed", "Rollback")
+        (undo.name.as_str(), undo.phase, undo.gate),
+        ("webhook/undo", CheckPhase::Failed, Gate::Rollback)
     );
 }
 
@@ -346,7 +346,7 @@ fn a_retry_runs_the_checks_afresh() {
     start(&mut w);
     w.converge();
     assert_eq!(w.phase(), Phase::Aborted);
-    assert_eq!(status(&w).checks[0].phase, "Failed", "the failure stays visible");
+    assert_eq!(status(&w).checks[0].phase, CheckPhase::Failed, "the failure stays visible");
     // The canary is fixed; a retry starts over and measures again rather than reuse the failure.
     w.answers.insert("metric/errors".into(), vec![Answer::Value(0.0)]);
     w.requests.retry = Some("1".into());

@@ -80,8 +80,7 @@ fn webhooks_are_due_at_once_and_metrics_one_interval_later() {
 }
 
 fn answer(c: &mut [CheckStatus], s: &DeployerSpec, answer: Answer, now: DateTime<Utc>) {
-    let gate = Gate::parse(&c[0].gate).expect("a gate").as_str();
-    let key = Key { gate, step: c[0].step, run: c[0].runs };
+    let key = Key { gate: c[0].gate, step: c[0].step, run: c[0].runs };
     fold(c, s, 3, &[Outcome { check: c[0].name.clone(), key, answer }], now);
 }
 
@@ -90,7 +89,7 @@ fn a_value_below_min_fails_and_the_verdict_names_it() {
     let s = spec();
     let mut c = enter(&s, 3, 0, Gate::Wait, t0());
     answer(&mut c, &s, Answer::Value(0.95), t0());
-    assert_eq!((c[0].runs, c[0].failures, c[0].phase.as_str()), (1, 0, "Running"));
+    assert_eq!((c[0].runs, c[0].failures, c[0].phase), (1, 0, CheckPhase::Running));
     assert_eq!(verdict(&c), Verdict::Pending);
     answer(&mut c, &s, Answer::Value(0.5), t0());
     assert_eq!(verdict(&c), Verdict::Failed("metric/rate: 0.5 is below min 0.9 (measurement 2 of 2)".into()));
@@ -125,7 +124,7 @@ fn only_due_running_checks_are_called() {
     };
     let c = enter(&s, 3, 0, Gate::Wait, t0());
     assert!(calls(&c, &s, &facts, t0()).is_empty());
-    assert_eq!(next_due(&c), Some(t0() + TimeDelta::seconds(10)));
+    assert_eq!(next_due(&c, t0()), Some(t0() + TimeDelta::seconds(10)));
     let due = calls(&c, &s, &facts, t0() + TimeDelta::seconds(10));
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].request, Request::Query { address: "http://p".into(), query: "q".into() });

@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 use crate::{
     api::Deployer,
     checks::{Answer, Call, Outcome, Request},
-    rollout::{Note, Severity},
+    rollout::{Note, Reason, Severity},
 };
 
 /// How long a PromQL query may take.
@@ -209,8 +209,14 @@ pub fn read_query_result(body: &Value) -> Answer {
 /// The Events worth a notification: steps starting and completing, the rollout done, an abort
 /// and a pause by a check.
 fn worth_telling(note: &Note) -> bool {
-    matches!(note.reason, "StepStarted" | "StepCompleted" | "StepPaused" | "RolloutComplete" | "RolledBack")
-        || note.severity == Severity::Warning
+    matches!(
+        note.reason,
+        Reason::StepStarted
+            | Reason::StepCompleted
+            | Reason::StepPaused
+            | Reason::RolloutComplete
+            | Reason::RolledBack
+    ) || note.severity == Severity::Warning
 }
 
 /// A Slack incoming-webhook message: `text` (also the notification's fallback) and one section
@@ -220,7 +226,7 @@ pub fn slack_message(dpl: &Deployer, note: &Note) -> Value {
     let name = dpl.name_any();
     let icon = match (note.severity, note.reason) {
         (Severity::Warning, _) => ":warning:",
-        (_, "RolloutComplete") => ":white_check_mark:",
+        (_, Reason::RolloutComplete) => ":white_check_mark:",
         _ => ":arrow_forward:",
     };
     let status = dpl.status.clone().unwrap_or_default();
@@ -251,7 +257,7 @@ pub fn generic_message(dpl: &Deployer, note: &Note, at: DateTime<Utc>) -> Value 
     json!({
         "deployer": dpl.name_any(),
         "namespace": dpl.namespace(),
-        "reason": note.reason,
+        "reason": note.reason.as_str(),
         "type": match note.severity { Severity::Normal => "Normal", Severity::Warning => "Warning" },
         "message": note.message,
         "version": dpl.spec.deployment.version,
@@ -311,8 +317,11 @@ mod tests {
     #[test]
     fn the_slack_message_has_text_and_escaped_blocks() {
         let dpl = seed_deployer();
-        let note =
-            Note { severity: Severity::Warning, reason: "CheckFailed", message: "x < 1 & y > 2".into() };
+        let note = Note {
+            severity: Severity::Warning,
+            reason: Reason::CheckFailed,
+            message: "x < 1 & y > 2".into(),
+        };
         let m = slack_message(&dpl, &note);
         assert_eq!(m["text"], ":warning: *default/nginx* CheckFailed: x &lt; 1 &amp; y &gt; 2");
         assert_eq!(m["blocks"][0]["type"], "section");
@@ -323,10 +332,10 @@ mod tests {
     #[test]
     fn only_progress_and_warnings_are_told() {
         let note = |severity, reason| Note { severity, reason, message: String::new() };
-        assert!(worth_telling(&note(Severity::Normal, "StepStarted")));
-        assert!(worth_telling(&note(Severity::Normal, "RolloutComplete")));
-        assert!(worth_telling(&note(Severity::Warning, "CheckFailed")));
-        assert!(!worth_telling(&note(Severity::Normal, "Resumed")));
-        assert!(!worth_telling(&note(Severity::Normal, "GateChecking")));
+        assert!(worth_telling(&note(Severity::Normal, Reason::StepStarted)));
+        assert!(worth_telling(&note(Severity::Normal, Reason::RolloutComplete)));
+        assert!(worth_telling(&note(Severity::Warning, Reason::CheckFailed)));
+        assert!(!worth_telling(&note(Severity::Normal, Reason::Resumed)));
+        assert!(!worth_telling(&note(Severity::Normal, Reason::GateChecking)));
     }
 }

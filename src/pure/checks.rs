@@ -17,38 +17,38 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use crate::api::{CheckStatus, DeployerSpec, HookPoint, MetricCheck, WebhookCheck};
+use crate::api::{CheckPhase, CheckStatus, DeployerSpec, HookPoint, MetricCheck, WebhookCheck};
 
-/// Where checks run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Gate {
-    /// Before a step's scale-up.
-    BeforeStep,
-    /// During a step's wait (metrics).
-    Wait,
-    /// After a step's wait.
-    AfterStep,
-    /// On an abort.
-    Rollback,
+pub use crate::api::Gate;
+
+/// The longest text taken from a call's answer (an error, a value) into the status and Events:
+/// the endpoint is the tenant's, its words are not allowed to grow the Deployer without bound.
+pub const MAX_TEXT: usize = 256;
+
+/// `text` cut to at most `max` characters, marked with `…` when cut.
+pub fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }
 
-impl Gate {
-    /// The name persisted in `status.checks[].gate`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Gate::BeforeStep => "BeforeStep",
-            Gate::Wait => "Wait",
-            Gate::AfterStep => "AfterStep",
-            Gate::Rollback => "Rollback",
-        }
-    }
+/// `t` + `secs` seconds, saturating at the ends of the calendar (a persisted time may be anywhere
+/// in it).
+pub fn later(t: DateTime<Utc>, secs: i64) -> DateTime<Utc> {
+    let d = TimeDelta::try_seconds(secs).unwrap_or(if secs < 0 { TimeDelta::MIN } else { TimeDelta::MAX });
+    shift(t, d)
+}
 
-    /// The gate of a persisted name.
-    pub fn parse(name: &str) -> Option<Gate> {
-        [Gate::BeforeStep, Gate::Wait, Gate::AfterStep, Gate::Rollback]
-            .into_iter()
-            .find(|g| g.as_str() == name)
-    }
+/// `t` + `d`, saturating at the ends of the calendar.
+pub fn shift(t: DateTime<Utc>, d: TimeDelta) -> DateTime<Utc> {
+    t.checked_add_signed(d).unwrap_or(if d < TimeDelta::zero() {
+        DateTime::<Utc>::MIN_UTC
+    } else {
+        DateTime::<Utc>::MAX_UTC
+    })
 }
 
 /// A check as configured.
@@ -100,7 +100,33 @@ pub fn any(spec: &DeployerSpec, steps: usize, step: usize, gate: Gate) -> bool {
 
 /// Whether `checks` are the state of `gate` at `step`.
 pub fn at(checks: &[CheckStatus], gate: Gate, step: usize) -> bool {
-    checks.first().is_some_and(|c| c.gate == gate.as_str() && c.step == one_based(step))
+    checks.first().is_some_and(|c| c.gate == gate && c.step == one_based(step))
+}
+
+/// Brings the states of the gate being run in line with the spec as it is now: a check removed
+/// (or renamed) by an edit mid-gate is no longer waited for, a check added (or the new name) starts
+/// afresh, and the others keep their counts. Without this a removed check would stay Running
+/// forever, holding the gate with nothing left to call.
+pub fn follow_spec(
+    checks: &mut Vec<CheckStatus>,
+    spec: &DeployerSpec,
+    steps: usize,
+    step: usize,
+    gate: Gate,
+    now: DateTime<Utc>,
+) {
+    let wanted = configured(spec, steps, step, gate);
+    if wanted.len() == checks.len() && wanted.iter().zip(checks.iter()).all(|(d, c)| d.name() == c.name) {
+        return;
+    }
+    let mut kept = std::mem::take(checks);
+    *checks = wanted
+        .into_iter()
+        .map(|def| match kept.iter().position(|c| c.name == def.name()) {
+            Some(i) => kept.swap_remove(i),
+            None => fresh(def, step, gate, now),
+        })
+        .collect();
 }
 
 /// Fresh states for the checks of `gate` at `step`, entered at `now`: webhooks are due at once,
@@ -112,30 +138,27 @@ pub fn enter(
     gate: Gate,
     now: DateTime<Utc>,
 ) -> Vec<CheckStatus> {
-    configured(spec, steps, step, gate)
-        .into_iter()
-        .map(|def| CheckStatus {
-            name: def.name(),
-            gate: gate.as_str().into(),
-            step: one_based(step),
-            phase: RUNNING.into(),
-            runs: 0,
-            failures: 0,
-            last_value: None,
-            last_error: None,
-            last_at: None,
-            next_at: Some(match def {
-                Def::Metric(m) => now + TimeDelta::seconds(m.interval_seconds.max(1)),
-                Def::Webhook(_) => now,
-            }),
-        })
-        .collect()
+    configured(spec, steps, step, gate).into_iter().map(|def| fresh(def, step, gate, now)).collect()
 }
 
-const RUNNING: &str = "Running";
-const PASSED: &str = "Passed";
-const FAILED: &str = "Failed";
-const INCONCLUSIVE: &str = "Inconclusive";
+/// The state of a check that has not run yet.
+fn fresh(def: Def, step: usize, gate: Gate, now: DateTime<Utc>) -> CheckStatus {
+    CheckStatus {
+        name: def.name(),
+        gate,
+        step: one_based(step),
+        phase: CheckPhase::Running,
+        runs: 0,
+        failures: 0,
+        last_value: None,
+        last_error: None,
+        last_at: None,
+        next_at: Some(match def {
+            Def::Metric(m) => later(now, m.interval_seconds.max(1)),
+            Def::Webhook(_) => now,
+        }),
+    }
+}
 
 /// What one call answered.
 #[derive(Clone, Debug, PartialEq)]
@@ -166,7 +189,7 @@ pub struct Call {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Key {
     /// `status.checks[].gate`.
-    pub gate: &'static str,
+    pub gate: Gate,
     /// 1-based step.
     pub step: i32,
     /// `status.checks[].runs` when the call was made.
@@ -249,35 +272,37 @@ pub fn fold(
     now: DateTime<Utc>,
 ) -> Vec<usize> {
     let mut failed = Vec::new();
-    for (i, c) in checks.iter_mut().enumerate().filter(|(_, c)| c.phase == RUNNING) {
+    for (i, c) in checks.iter_mut().enumerate().filter(|(_, c)| c.phase == CheckPhase::Running) {
         let Some(o) = outcomes.iter().find(|o| {
             o.check == c.name && o.key.gate == c.gate && o.key.step == c.step && o.key.run == c.runs
         }) else {
             continue;
         };
-        let step = usize::try_from(c.step - 1).unwrap_or(0);
-        let Some(gate) = Gate::parse(&c.gate) else { continue };
-        let Some(def) = configured(spec, steps, step, gate).into_iter().find(|d| d.name() == c.name) else {
-            continue;
-        };
-        c.runs += 1;
+        let Some(def) = definition(c, spec, steps) else { continue };
+        c.runs = c.runs.saturating_add(1);
         c.last_at = Some(now);
         match def {
             Def::Metric(m) => measure(c, m, &o.answer, now),
             Def::Webhook(w) => hear(c, w, &o.answer, now),
         }
-        if c.phase == FAILED {
+        if c.phase == CheckPhase::Failed {
             failed.push(i);
         }
     }
     failed
 }
 
+/// The configuration of a persisted check, if the spec still has it.
+fn definition<'a>(c: &CheckStatus, spec: &'a DeployerSpec, steps: usize) -> Option<Def<'a>> {
+    let step = usize::try_from(c.step.checked_sub(1)?).ok()?;
+    configured(spec, steps, step, c.gate).into_iter().find(|d| d.name() == c.name)
+}
+
 fn measure(c: &mut CheckStatus, m: &MetricCheck, answer: &Answer, now: DateTime<Utc>) {
     let v = match answer {
         Answer::Value(v) => *v,
         Answer::NoData(why) | Answer::Unreachable(why) => {
-            inconclusive(c, why.clone());
+            inconclusive(c, clip(why, MAX_TEXT));
             return;
         }
         Answer::Status(code) => {
@@ -295,21 +320,21 @@ fn measure(c: &mut CheckStatus, m: &MetricCheck, answer: &Answer, now: DateTime<
     }
     .map(|e| format!("{e} (measurement {} of {})", c.runs, m.count));
     if c.last_error.is_some() {
-        c.failures += 1;
+        c.failures = c.failures.saturating_add(1);
     }
     if c.failures > m.failure_limit {
-        c.phase = FAILED.into();
+        c.phase = CheckPhase::Failed;
     } else if c.runs >= m.count {
-        c.phase = PASSED.into();
+        c.phase = CheckPhase::Passed;
     }
-    c.next_at = (c.phase == RUNNING).then(|| now + TimeDelta::seconds(m.interval_seconds.max(1)));
+    c.next_at = (c.phase == CheckPhase::Running).then(|| later(now, m.interval_seconds.max(1)));
 }
 
 /// A measurement that gave no number: the check can no longer tell, and the rollout pauses.
 fn inconclusive(c: &mut CheckStatus, why: String) {
     c.last_value = None;
     c.last_error = Some(why);
-    c.phase = INCONCLUSIVE.into();
+    c.phase = CheckPhase::Inconclusive;
     c.next_at = None;
 }
 
@@ -318,7 +343,7 @@ fn hear(c: &mut CheckStatus, w: &WebhookCheck, answer: &Answer, now: DateTime<Ut
         Answer::Status(code) if (200..300).contains(code) => {
             c.last_value = Some(code.to_string());
             c.last_error = None;
-            c.phase = PASSED.into();
+            c.phase = CheckPhase::Passed;
             c.next_at = None;
             return;
         }
@@ -329,18 +354,18 @@ fn hear(c: &mut CheckStatus, w: &WebhookCheck, answer: &Answer, now: DateTime<Ut
         }
         Answer::Unreachable(why) | Answer::NoData(why) => {
             c.last_value = None;
-            c.last_error = Some(why.clone());
+            c.last_error = Some(clip(why, MAX_TEXT));
             true
         }
         Answer::Value(_) => false,
     };
-    c.failures += 1;
+    c.failures = c.failures.saturating_add(1);
     if retryable && c.runs <= w.retries {
         // 1 s, 2 s, 4 s … between attempts, at most 30 s.
-        let backoff = 1i64 << (c.runs - 1).clamp(0, 5);
-        c.next_at = Some(now + TimeDelta::seconds(backoff.min(30)));
+        let backoff = 1i64 << c.runs.saturating_sub(1).clamp(0, 5);
+        c.next_at = Some(later(now, backoff.min(30)));
     } else {
-        c.phase = FAILED.into();
+        c.phase = CheckPhase::Failed;
         c.next_at = None;
     }
 }
@@ -349,26 +374,21 @@ fn hear(c: &mut CheckStatus, w: &WebhookCheck, answer: &Answer, now: DateTime<Ut
 /// else pending while any runs.
 pub fn verdict(checks: &[CheckStatus]) -> Verdict {
     let say = |c: &CheckStatus| format!("{}: {}", c.name, c.last_error.as_deref().unwrap_or("failed"));
-    if let Some(c) = checks.iter().find(|c| c.phase == FAILED) {
+    if let Some(c) = checks.iter().find(|c| c.phase == CheckPhase::Failed) {
         return Verdict::Failed(say(c));
     }
-    if let Some(c) = checks.iter().find(|c| c.phase == INCONCLUSIVE) {
+    if let Some(c) = checks.iter().find(|c| c.phase == CheckPhase::Inconclusive) {
         return Verdict::Inconclusive(say(c));
     }
-    if checks.iter().any(|c| c.phase == RUNNING) { Verdict::Pending } else { Verdict::Passed }
+    if checks.iter().any(|c| c.phase == CheckPhase::Running) { Verdict::Pending } else { Verdict::Passed }
 }
 
 /// The calls due at `now` for the running checks of `checks`.
 pub fn calls(checks: &[CheckStatus], spec: &DeployerSpec, facts: &Facts, now: DateTime<Utc>) -> Vec<Call> {
     let mut out = Vec::new();
-    for c in checks.iter().filter(|c| c.phase == RUNNING && c.next_at.is_none_or(|t| t <= now)) {
-        let step = usize::try_from(c.step - 1).unwrap_or(0);
-        let Some(gate) = Gate::parse(&c.gate) else { continue };
-        let Some(def) = configured(spec, facts.steps, step, gate).into_iter().find(|d| d.name() == c.name)
-        else {
-            continue;
-        };
-        let key = Key { gate: gate.as_str(), step: c.step, run: c.runs };
+    for c in checks.iter().filter(|c| c.phase == CheckPhase::Running && c.next_at.is_none_or(|t| t <= now)) {
+        let Some(def) = definition(c, spec, facts.steps) else { continue };
+        let key = Key { gate: c.gate, step: c.step, run: c.runs };
         let request = match def {
             Def::Metric(m) => {
                 let address = spec
@@ -382,7 +402,7 @@ pub fn calls(checks: &[CheckStatus], spec: &DeployerSpec, facts: &Facts, now: Da
             }
             Def::Webhook(w) => Request::Post {
                 url: w.url.clone(),
-                timeout: Duration::from_secs(u64::try_from(w.timeout_seconds).unwrap_or(10).max(1)),
+                timeout: Duration::from_secs(u64::try_from(w.timeout_seconds.clamp(1, 300)).unwrap_or(10)),
                 payload: payload(w, c, spec, facts),
             },
         };
@@ -391,9 +411,9 @@ pub fn calls(checks: &[CheckStatus], spec: &DeployerSpec, facts: &Facts, now: Da
     out
 }
 
-/// The earliest time a running check is due.
-pub fn next_due(checks: &[CheckStatus]) -> Option<DateTime<Utc>> {
-    checks.iter().filter(|c| c.phase == RUNNING).filter_map(|c| c.next_at).min()
+/// The earliest time a running check is due (a check without a time is due at once).
+pub fn next_due(checks: &[CheckStatus], now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    checks.iter().filter(|c| c.phase == CheckPhase::Running).map(|c| c.next_at.unwrap_or(now)).min()
 }
 
 /// The JSON a webhook receives (documented in docs/checks.md).
@@ -404,8 +424,8 @@ fn payload(w: &WebhookCheck, c: &CheckStatus, spec: &DeployerSpec, facts: &Facts
         "deployment": spec.deployment.name,
         "check": w.name,
         "gate": match w.gate {
-            HookPoint::BeforePromotion => "BeforePromotion",
-            _ => c.gate.as_str(),
+            HookPoint::BeforePromotion => "BeforePromotion".to_string(),
+            _ => c.gate.to_string(),
         },
         "step": c.step,
         "steps": facts.steps,
@@ -431,7 +451,7 @@ fn expand(query: &str, spec: &DeployerSpec, facts: &Facts) -> String {
 /// A number as people write it, to at most 6 decimals: `0.97`, `12`, `0.998006`.
 fn number(v: f64) -> String {
     if !v.is_finite() || v.abs() >= 1e15 {
-        return format!("{v}");
+        return format!("{v:e}");
     }
     let text = format!("{v:.6}");
     let text = text.trim_end_matches('0').trim_end_matches('.');

@@ -1,0 +1,501 @@
+//! The controller: the imperative shell around [`crate::rollout`].
+//!
+//! A reconcile observes (the Deployer, and the Deployments it owns from a watch cache), decides (one
+//! call to the pure core), acts (create, server-side apply, delete), persists the status, publishes
+//! the Events and returns when to look again. It never sleeps and keeps no state of its own: the
+//! Deployer's status is the rollout's whole memory, so the process can die at any instant.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, SubsecRound, Utc};
+use futures::{FutureExt, StreamExt, future};
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::ListParams,
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::{self, Action},
+        events::{Event, EventType, Recorder, Reporter},
+        reflector::{self, Store},
+        watcher,
+    },
+};
+use tracing::{debug, info, warn};
+
+use crate::{
+    Error, Result,
+    api::{Controls, Deployer, DeployerStatus},
+    checks::Outcome,
+    http::Health,
+    metrics::Metrics,
+    probe::{self, Prober},
+    resources::{self, DEPLOYER_LABEL, MANAGER},
+    rollout::{self, Decision, Input, Note, Observed, Reason, Settings, Severity},
+    shell::{
+        memo::Memo,
+        writes::{self, Acted},
+    },
+    shutdown::Shutdown,
+};
+
+/// How long reconciles still running at shutdown may take to finish before they are cancelled
+/// (harmless either way: the next reconcile, by whichever replica, starts from the persisted
+/// status). Kept short: a standby waits for this before it can take over.
+const DRAIN: Duration = Duration::from_millis(500);
+
+/// Rounds of check calls in one reconcile.
+const CALL_ROUNDS: usize = 3;
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Watch only these namespaces (empty: all namespaces).
+    pub namespaces: Vec<String>,
+    /// Deployers reconciled at once (per watched namespace).
+    pub concurrency: u16,
+    /// Tunables of the rollout core.
+    pub settings: Settings,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    client: Client,
+    recorder: Recorder,
+    /// The Deployments labelled as owned by some Deployer, kept current by a watch.
+    deployments: Store<Deployment>,
+    /// The Deployers, kept current by their watch (what exists, for pruning `memo`).
+    deployers: Store<Deployer>,
+    settings: Settings,
+    /// What is remembered of each Deployer between reconciles (never rollout state).
+    memo: Memo,
+    metrics: Arc<Metrics>,
+    /// Makes the checks' calls and sends notifications.
+    prober: Prober,
+}
+
+/// Runs the controller until `shutdown`, then lets the reconciles in flight finish (for at most
+/// [`DRAIN`]). With several namespaces, one controller runs per namespace. Marks `health` synced
+/// once every cache has its initial list, and reports the Deployer caches and leadership to
+/// `metrics` meanwhile.
+pub async fn run(
+    client: Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: Shutdown,
+) -> Result<()> {
+    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
+    };
+    let mut controllers = Vec::new();
+    let mut deployer_stores = Vec::new();
+    let mut deployment_stores = Vec::new();
+    for scope in scopes {
+        let (deployers, deployments): (Api<Deployer>, Api<Deployment>) = match &scope {
+            Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+        check_crd(&deployers).await?;
+
+        // One watch of the Deployments we label, shared by the reconciler (as its cache) and the
+        // controller (as the trigger that maps a Deployment to its owning Deployer).
+        let (reader, writer) = reflector::store();
+        let owned = watcher(deployments, watcher::Config::default().labels(DEPLOYER_LABEL))
+            .default_backoff()
+            // The cache keeps what `resources::observe` and `is_owned_by` read; managedFields are
+            // the largest part of a Deployment and nothing here reads them.
+            .modify(|d| d.metadata.managed_fields = None)
+            .reflect(writer)
+            .touched_objects();
+        deployment_stores.push(reader.clone());
+        // The Deployers' watch and cache, without their managedFields (as for the Deployments).
+        let (deployer_reader, deployer_writer) = reflector::store();
+        let ctx = Arc::new(Context {
+            client: client.clone(),
+            recorder: Recorder::new(client.clone(), Reporter::from(MANAGER)),
+            deployments: reader,
+            deployers: deployer_reader.clone(),
+            settings: config.settings.clone(),
+            memo: Memo::default(),
+            metrics: metrics.clone(),
+            prober: Prober::new(),
+        });
+        info!(namespace = scope.as_deref().unwrap_or("<all>"), "starting controller");
+        let deployer_events = watcher(deployers, watcher::Config::default())
+            .default_backoff()
+            .modify(|d| d.metadata.managed_fields = None)
+            .reflect(deployer_writer)
+            .applied_objects();
+        let controller = Controller::for_stream(deployer_events, deployer_reader)
+            .owns_stream(owned)
+            .with_config(controller::Config::default().concurrency(config.concurrency))
+            .graceful_shutdown_on(shutdown.clone());
+        deployer_stores.push(controller.store());
+        controllers.push(controller.run(reconcile, error_policy, ctx).for_each(|res| async move {
+            match res {
+                Ok((obj, action)) => debug!(%obj, ?action, "reconciled"),
+                Err(err) => warn!(%err, "reconcile failed"),
+            }
+        }));
+    }
+    metrics.set_leader(true);
+    metrics.set_deployer_stores(deployer_stores.clone());
+    let _reported = Reported(&metrics, &health);
+    let synced = async {
+        for store in &deployer_stores {
+            let _ = store.wait_until_ready().await;
+        }
+        for store in &deployment_stores {
+            let _ = store.wait_until_ready().await;
+        }
+        health.set_synced(true);
+        info!("caches synced");
+    };
+    let running = future::join(future::join_all(controllers), synced);
+    let drained = async {
+        shutdown.await;
+        tokio::time::sleep(DRAIN).await;
+    };
+    tokio::select! {
+        _ = running => {}
+        () = drained => warn!("reconciles still running {DRAIN:?} after shutdown: cancelled"),
+    }
+    info!("controller stopped");
+    Ok(())
+}
+
+/// Withdraws what [`run`] reports (leadership, caches, readiness) when it ends, however it ends:
+/// a lost lease drops it mid-way.
+struct Reported<'a>(&'a Metrics, &'a Health);
+
+impl Drop for Reported<'_> {
+    fn drop(&mut self) {
+        self.1.set_synced(false);
+        self.0.set_deployer_stores(Vec::new());
+        self.0.set_leader(false);
+    }
+}
+
+/// Fails with a clear message when the Deployer CRD is not installed.
+async fn check_crd(deployers: &Api<Deployer>) -> Result<()> {
+    deployers.list(&ListParams::default().limit(1)).await.map(|_| ()).map_err(|source| Error::Kube {
+        action: "list Deployers (is the CRD installed? run `make install`)",
+        object: "deployers.deploy.example.com".into(),
+        source,
+    })
+}
+
+/// One reconcile of one Deployer, in named stages: observe → decide → call checks → confirm →
+/// persist → publish → act. The status is persisted before anything is acted on, on the
+/// resourceVersion it was decided from: a stale reconcile (a deposed leader, a lagging cache)
+/// writes nothing and moves nothing.
+#[tracing::instrument(skip_all, fields(deployer = %format!("{}/{}", dpl.namespace().unwrap_or_default(), dpl.name_any())))]
+async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started();
+    let world = match observe(&ctx, dpl).await? {
+        Observation::Ready(world) => *world,
+        Observation::Later(action) => return Ok(action),
+    };
+    let decision = rollout::decide(&world.input(&[], None, &ctx.settings, &[]));
+    let (decision, outcomes) = call_checks(&ctx, &world, decision).await;
+    let (world, decision) = confirm(&ctx, world, decision, &outcomes).await?;
+    let version =
+        persist(&ctx, &world, world.dpl.resource_version(), world.dpl.status.as_ref(), &decision).await?;
+    publish(&ctx, &world, &decision).await;
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &world.ns);
+    let acted = writes::act(&api, &world.dpl, &world.owned, &decision).await?;
+    let follow_up = |conflicts: &[String], refused: Option<&str>| {
+        rollout::decide(&world.input(conflicts, refused, &ctx.settings, &outcomes))
+    };
+    let after = match acted {
+        Acted::Done => {
+            ctx.memo.succeeded(&world.uid);
+            return Ok(next_look(&decision));
+        }
+        Acted::Stale => return Ok(Action::requeue(STALE_RETRY)),
+        // Decided again once the watch shows it (its labels are back).
+        Acted::Unseen => return Ok(Action::requeue(Duration::from_secs(1))),
+        Acted::Taken(name) => follow_up(&[name], None),
+        Acted::Refused(why) => follow_up(&[], Some(&why)),
+    };
+    // A name taken by someone else, or a write refused: the Deployer says so (a condition and a
+    // Warning), on top of the status just written.
+    persist(&ctx, &world, version.or(world.dpl.resource_version()), Some(&decision.status), &after).await?;
+    publish(&ctx, &world, &after).await;
+    Ok(match after.status.condition("Progressing") {
+        Some(c) if c.reason == "WriteRefused" => Action::requeue(ctx.memo.failed(&world.uid)),
+        _ => next_look(&after),
+    })
+}
+
+/// How soon a reconcile that met a changed object decides again (the watch usually brings the
+/// change sooner).
+const STALE_RETRY: Duration = Duration::from_millis(500);
+
+/// When to look again, as the decision asks.
+fn next_look(decision: &Decision) -> Action {
+    match decision.requeue {
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
+    }
+}
+
+/// What a reconcile observed: the Deployer (as of our last write at least), the Deployments it
+/// owns, the requests on it, and the time.
+struct World {
+    dpl: Arc<Deployer>,
+    name: String,
+    ns: String,
+    uid: String,
+    owned: Vec<Arc<Deployment>>,
+    observed: Vec<Observed>,
+    paused: bool,
+    requests: Controls,
+    now: DateTime<Utc>,
+}
+
+impl World {
+    /// The core's input, with the names found taken by others, a refusal of the API server, and
+    /// the checks' answers so far.
+    fn input<'a>(
+        &'a self,
+        conflicts: &'a [String],
+        refused: Option<&'a str>,
+        settings: &'a Settings,
+        outcomes: &'a [Outcome],
+    ) -> Input<'a> {
+        Input {
+            name: &self.name,
+            namespace: &self.ns,
+            generation: self.dpl.meta().generation.unwrap_or(0),
+            spec: &self.dpl.spec,
+            status: self.dpl.status.as_ref(),
+            observed: &self.observed,
+            conflicts,
+            refused,
+            now: self.now,
+            settings,
+            paused: self.paused,
+            requests: &self.requests,
+            outcomes,
+        }
+    }
+}
+
+/// The outcome of [`observe`]: a world to decide on, or when to look again.
+enum Observation {
+    Ready(Box<World>),
+    Later(Action),
+}
+
+/// Observe: the Deployer as of our last status write at least, and the Deployments it owns from
+/// the watch cache.
+async fn observe(ctx: &Context, dpl: Arc<Deployer>) -> Result<Observation> {
+    let (Some(ns), Some(uid)) = (dpl.namespace(), dpl.uid()) else {
+        return Err(Error::MissingMetadata(dpl.name_any()));
+    };
+    // Right after a start the Deployments cache may still be filling: deciding from it would take
+    // owned Deployments for missing ones. The cache is filled by the same controller that runs
+    // this reconcile, so never block on it.
+    if ctx.deployments.wait_until_ready().now_or_never().is_none() {
+        return Ok(Observation::Later(Action::requeue(Duration::from_millis(100))));
+    }
+    let dpl = fresh(ctx, dpl, &ns, &uid).await?;
+    if dpl.meta().deletion_timestamp.is_some() {
+        // Garbage collection removes the owned Deployments; nothing is created meanwhile.
+        return Ok(Observation::Later(Action::await_change()));
+    }
+    let owned: Vec<Arc<Deployment>> = ctx
+        .deployments
+        .state()
+        .into_iter()
+        .filter(|d| d.namespace().as_deref() == Some(ns.as_str()) && resources::is_owned_by(d, &dpl))
+        .collect();
+    let observed = owned.iter().filter_map(|d| resources::observe(d)).collect();
+    let (paused, requests) = resources::requests(&dpl);
+    let name = dpl.name_any();
+    let now = Utc::now().trunc_subsecs(3);
+    Ok(Observation::Ready(Box::new(World { dpl, name, ns, uid, owned, observed, paused, requests, now })))
+}
+
+/// Call checks: make the calls due now (a query, a webhook) and decide again with their answers.
+/// A passed gate may open the next one at once, hence a few rounds; what is still due after them
+/// is taken up by the next reconcile.
+async fn call_checks(ctx: &Context, world: &World, mut decision: Decision) -> (Decision, Vec<Outcome>) {
+    let mut outcomes = Vec::new();
+    for _ in 0..CALL_ROUNDS {
+        if decision.calls.is_empty() {
+            break;
+        }
+        let answered = ctx.prober.run(&decision.calls).await;
+        ctx.metrics.checked(&answered);
+        outcomes.extend(answered);
+        decision = rollout::decide(&world.input(&[], None, &ctx.settings, &outcomes));
+    }
+    if !decision.calls.is_empty() {
+        decision.requeue = Some(Duration::ZERO);
+    }
+    (decision, outcomes)
+}
+
+/// Confirm: a decision that takes pods away (a shrink, a delete) was made on the watch cache,
+/// which may lag behind a write — ours or someone else's — and on Deployment statuses, which may
+/// still count pods a scale-down removed. Its Deployments and their pods are read afresh, each
+/// Deployment counting no more available pods than are ready and not terminating, and if that
+/// differs the decision is made again: the availability the budget counts on is read, never
+/// remembered.
+async fn confirm(
+    ctx: &Context,
+    mut world: World,
+    decision: Decision,
+    outcomes: &[Outcome],
+) -> Result<(World, Decision)> {
+    if !decision.breaks(&world.observed) {
+        return Ok((world, decision));
+    }
+    let selector = format!("{DEPLOYER_LABEL}={}", world.name);
+    let params = ListParams::default().labels(&selector);
+    let failed = |what: &'static str| {
+        let object = format!("{}/{selector}", world.ns);
+        move |source| Error::Kube { action: what, object, source }
+    };
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &world.ns);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &world.ns);
+    let listed = deployments.list(&params).await.map_err(failed("list Deployments"))?;
+    let pods = pods.list(&params).await.map_err(failed("list Pods"))?;
+    let owned: Vec<Arc<Deployment>> =
+        listed.items.into_iter().filter(|d| resources::is_owned_by(d, &world.dpl)).map(Arc::new).collect();
+    let observed: Vec<Observed> = owned
+        .iter()
+        .filter_map(|d| resources::observe(d))
+        .map(|o| Observed { available: o.available.min(resources::ready_pods(&pods.items, &o.version)), ..o })
+        .collect();
+    if observed == world.observed {
+        return Ok((world, decision));
+    }
+    debug!(cached = ?world.observed, fresh = ?observed, "deciding again on a fresh read");
+    world.owned = owned;
+    world.observed = observed;
+    let decision = rollout::decide(&world.input(&[], None, &ctx.settings, outcomes));
+    Ok((world, decision))
+}
+
+/// The Deployer as of our last status write at least. The watch cache can lag behind our own
+/// write; deciding from a status older than the one we wrote would replay a transition, so in
+/// that case the object is read from the API server instead.
+async fn fresh(ctx: &Context, dpl: Arc<Deployer>, ns: &str, uid: &str) -> Result<Arc<Deployer>> {
+    match ctx.memo.written(uid) {
+        // An object that carries the status we wrote last is not behind our write: deciding from
+        // it replays nothing. This is the common case of a user's edit after our write (a newer
+        // resourceVersion, our status), and it saves a GET on the path of every reaction.
+        Some((_, status)) if dpl.status.as_ref() == Some(&status) => Ok(dpl),
+        Some((version, _)) if dpl.resource_version().as_deref() != Some(version.as_str()) => {
+            let api: Api<Deployer> = Api::namespaced(ctx.client.clone(), ns);
+            let name = dpl.name_any();
+            let latest = api.get(&name).await.map_err(|source| Error::Kube {
+                action: "get Deployer",
+                object: format!("{ns}/{name}"),
+                source,
+            })?;
+            if latest.resource_version() == dpl.resource_version() {
+                // The cache holds the latest object (someone else wrote after us): trust it again.
+                ctx.memo.forget_written(uid);
+            }
+            Ok(Arc::new(latest))
+        }
+        _ => Ok(dpl),
+    }
+}
+
+/// Persist: writes the decision's status if it differs from `before`, on resourceVersion
+/// `version`, and remembers what it wrote. Returns the new resourceVersion.
+async fn persist(
+    ctx: &Context,
+    world: &World,
+    version: Option<String>,
+    before: Option<&DeployerStatus>,
+    decision: &Decision,
+) -> Result<Option<String>> {
+    let api: Api<Deployer> = Api::namespaced(ctx.client.clone(), &world.ns);
+    let written = writes::status(&api, &world.name, version.as_deref(), before, &decision.status).await?;
+    if let Some(version) = &written {
+        let live = ctx.deployers.state();
+        ctx.memo.wrote(&world.uid, version.clone(), decision.status.clone(), live.len(), |uid| {
+            live.iter().any(|d| d.uid().as_deref() == Some(uid))
+        });
+        ctx.metrics.set_remembered(ctx.memo.len());
+    }
+    Ok(written)
+}
+
+/// Publish: the metrics of the decision, its Events and (in the background) its notifications.
+/// Like Events, notifications follow the status write: lost on a crash, never repeated.
+async fn publish(ctx: &Context, world: &World, decision: &Decision) {
+    let dpl = &world.dpl;
+    ctx.metrics.decided(dpl.status.as_ref(), &decision.status, &decision.notes, world.now);
+    for note in &decision.notes {
+        publish_event(&ctx.recorder, dpl, note).await;
+    }
+    if dpl.spec.notifications.is_none() || decision.notes.is_empty() {
+        return;
+    }
+    let (prober, client, recorder, notes, metrics) = (
+        ctx.prober.clone(),
+        ctx.client.clone(),
+        ctx.recorder.clone(),
+        decision.notes.clone(),
+        ctx.metrics.clone(),
+    );
+    let dpl = dpl.clone();
+    tokio::spawn(async move {
+        let result = prober.notify(&client, &dpl, &notes).await;
+        if !matches!(result, Ok(0)) {
+            metrics.notified(result.is_ok());
+        }
+        if let Err(err) = &result {
+            let note = Note::warning(Reason::NotificationFailed, err.clone());
+            publish_event(&recorder, &dpl, &note).await;
+        }
+        probe::report(&dpl, result);
+    });
+}
+
+/// Publishes an Event; a failure is logged, never fatal (Events are best effort).
+async fn publish_event(recorder: &Recorder, dpl: &Deployer, note: &Note) {
+    let event = Event {
+        type_: match note.severity {
+            Severity::Normal => EventType::Normal,
+            Severity::Warning => EventType::Warning,
+        },
+        reason: note.reason.as_str().into(),
+        note: Some(note.message.clone()),
+        // The recorder folds Events with the same reason and action into one series; the message
+        // as the action keeps each step its own line in `kubectl describe`.
+        action: note.message.chars().take(128).collect(),
+        secondary: None,
+    };
+    match note.severity {
+        Severity::Normal => info!(reason = %note.reason, "{}", note.message),
+        Severity::Warning => warn!(reason = %note.reason, "{}", note.message),
+    }
+    if let Err(err) = recorder.publish(&event, &dpl.object_ref(&())).await {
+        warn!(%err, reason = %note.reason, "could not publish event");
+    }
+}
+
+/// On failure: look again — soon after a stale view (the change that made it stale is on its
+/// way), else after a backoff per Deployer that doubles with each failure in a row (1 s … 60 s).
+/// Whatever was not written starts the next attempt from the same persisted state.
+fn error_policy(dpl: Arc<Deployer>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed(err);
+    if let Error::Stale(what) = err {
+        debug!(deployer = %dpl.name_any(), %what, "stale view; deciding again");
+        return Action::requeue(STALE_RETRY);
+    }
+    let wait = ctx.memo.failed(&dpl.uid().unwrap_or_default());
+    warn!(deployer = %dpl.name_any(), %err, "reconcile failed; retrying in {wait:?}");
+    Action::requeue(wait)
+}

@@ -1,0 +1,143 @@
+//! What the controller remembers of each Deployer between two reconciles. Never the rollout's
+//! state — the status holds all of that, and a restart loses nothing when this is lost — only
+//! what makes the next reconcile cheaper or gentler: the status it wrote last (to notice a watch
+//! cache that has not caught up with it) and the failures in a row (for the backoff).
+//!
+//! Bounded by the Deployers that exist: entries of Deployers no longer in the cache are pruned as
+//! the map grows, so memory follows the number of Deployers, not their history.
+
+use std::{collections::HashMap, sync::Mutex, time::Duration};
+
+use crate::api::DeployerStatus;
+
+/// The first retry after a failure, doubled per failure in a row up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest wait between two retries of a failing Deployer: also how long a refusal that has
+/// gone (a quota raised) can take to be noticed.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+struct Entry {
+    /// The resourceVersion after our last status write, and that status.
+    written: Option<(String, DeployerStatus)>,
+    /// Reconciles that failed in a row.
+    failures: u32,
+}
+
+impl Entry {
+    fn is_empty(&self) -> bool {
+        self.written.is_none() && self.failures == 0
+    }
+}
+
+/// Per-Deployer memory of one controller, by uid.
+#[derive(Default)]
+pub struct Memo {
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+impl Memo {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Entry>) -> T) -> T {
+        f(&mut self.entries.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The resourceVersion and status of our last status write to `uid`.
+    pub fn written(&self, uid: &str) -> Option<(String, DeployerStatus)> {
+        self.with(|m| m.get(uid).and_then(|e| e.written.clone()))
+    }
+
+    /// Remembers a status write; prunes the Deployers for which `alive` says no once the map
+    /// holds more than twice `live` entries (plus some slack).
+    pub fn wrote(
+        &self,
+        uid: &str,
+        version: String,
+        status: DeployerStatus,
+        live: usize,
+        alive: impl Fn(&str) -> bool,
+    ) {
+        self.with(|m| {
+            m.entry(uid.to_string()).or_default().written = Some((version, status));
+            if m.len() > 2 * live + 64 {
+                m.retain(|uid, _| alive(uid));
+            }
+        });
+    }
+
+    /// Forgets the status write to `uid` (the cache holds the latest object again).
+    pub fn forget_written(&self, uid: &str) {
+        self.with(|m| {
+            if let Some(e) = m.get_mut(uid) {
+                e.written = None;
+                if e.is_empty() {
+                    m.remove(uid);
+                }
+            }
+        });
+    }
+
+    /// Counts a failure of `uid` and returns how long to wait before the next attempt: 1 s,
+    /// 2 s, 4 s … up to [`MAX_BACKOFF`].
+    pub fn failed(&self, uid: &str) -> Duration {
+        let n = self.with(|m| {
+            let e = m.entry(uid.to_string()).or_default();
+            e.failures = e.failures.saturating_add(1);
+            e.failures
+        });
+        FIRST_BACKOFF.saturating_mul(1u32 << n.saturating_sub(1).min(16)).min(MAX_BACKOFF)
+    }
+
+    /// A reconcile of `uid` succeeded: its backoff starts afresh.
+    pub fn succeeded(&self, uid: &str) {
+        self.with(|m| {
+            if let Some(e) = m.get_mut(uid) {
+                e.failures = 0;
+                if e.is_empty() {
+                    m.remove(uid);
+                }
+            }
+        });
+    }
+
+    /// How many Deployers are remembered.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.with(|m| m.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_up_to_its_cap_and_starts_afresh_after_a_success() {
+        let memo = Memo::default();
+        let waits: Vec<u64> = (0..9).map(|_| memo.failed("a").as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        memo.succeeded("a");
+        assert_eq!(memo.failed("a"), FIRST_BACKOFF);
+        // A thousand failures in a row never overflow.
+        (0..1000).for_each(|_| {
+            memo.failed("b");
+        });
+        assert_eq!(memo.failed("b"), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn memory_follows_the_deployers_that_exist_not_their_history() {
+        let memo = Memo::default();
+        for i in 0..10_000 {
+            // Each Deployer is written once and deleted at once: none stays alive.
+            memo.wrote(&format!("uid-{i}"), "1".into(), DeployerStatus::default(), 1, |uid| {
+                uid == "uid-9999"
+            });
+        }
+        assert!(memo.len() <= 2 + 64 + 1, "{} entries for 1 live Deployer", memo.len());
+        assert!(memo.written("uid-9999").is_some(), "the live one is kept");
+        // A Deployer whose backoff ended and whose write was caught up with leaves no entry.
+        memo.failed("x");
+        memo.succeeded("x");
+        assert!(memo.written("x").is_none() && memo.len() <= 67);
+    }
+}
