@@ -287,7 +287,7 @@ async fn helm_install_cluster_wide_grants_what_kustomize_grants_and_uninstalls_c
     assert_eq!(granted_as(&helm_user, &ns, &with_leases).await, with_leases, "{helm_user} in {ns}");
     assert_eq!(granted_as(kustomize_user, "deployer-system", &with_leases).await, with_leases);
 
-    rollout_under_the_release(&client, &ns, &fullname, &apps).await;
+    rollout_under_the_release(&client, &ns, &fullname, &apps, &[]).await;
 
     // An upgrade to one replica without leader election: the Deployment follows, the Lease Role goes.
     let upgraded = helm(&[
@@ -343,24 +343,25 @@ async fn helm_install_for_one_namespace_grants_only_there_and_uninstalls_cleanly
     assert_eq!(granted_as(&user, &ns, &with_leases).await, with_leases, "{user} in {ns}");
     assert_eq!(granted_as(&user, "default", &Rules::new()).await, Rules::new(), "{user} outside {ns}");
 
-    rollout_under_the_release(&client, &ns, &fullname, &ns).await;
+    rollout_under_the_release(&client, &ns, &fullname, &ns, &[(fullname.as_str(), 2)]).await;
     helm_uninstall_leaves_nothing(&release, &ns, &installed).await;
     support::delete_namespace(&client, &ns).await;
 }
 
 /// A canary rollout (with a name conflict) of Deployers in `apps`, reconciled under the release's
 /// ServiceAccount `ns/sa` with nothing but its own token: a missing permission fails it, and the
-/// operator's log must show no forbidden request.
+/// operator's log must show no forbidden request. `others`: the Deployments already in `apps`
+/// (the release's own, when `apps` is its namespace), which must stay as they are.
 ///
 /// Today the operator runs here as a local process (the release's pods are on kwok nodes, which
 /// run nothing). Once the local cluster has a real node running the image, this is the place to
 /// drive the same rollout through the installed pods instead.
-async fn rollout_under_the_release(client: &Client, ns: &str, sa: &str, apps: &str) {
+async fn rollout_under_the_release(client: &Client, ns: &str, sa: &str, apps: &str, others: &[(&str, i32)]) {
     let kubeconfig = token_kubeconfig(client, ns, sa, apps).await;
     let user = format!("system:serviceaccount:{ns}:{sa}");
     wait_until_authorized(&kubeconfig, apps, &user).await;
     let op = Operator::start_as(apps, &kubeconfig);
-    with_operator_log(&op, &user, rollout_with_a_name_conflict(client, apps)).await;
+    with_operator_log(&op, &user, rollout_with_a_name_conflict(client, apps, others)).await;
     assert_log_clean(&op, &user);
     drop(op);
     let _ = std::fs::remove_file(&kubeconfig);
@@ -444,7 +445,11 @@ async fn helm_uninstall_leaves_nothing(release: &str, ns: &str, installed: &[Val
         std::future::ready(left.is_empty())
     })
     .await;
-    let (list, _) = helm(&["list", "-n", ns, "--all", "-q"]);
+    let every_state =
+        ["--deployed", "--failed", "--pending", "--superseded", "--uninstalled", "--uninstalling"];
+    let mut args = vec!["list", "-n", ns, "-q"];
+    args.extend(every_state);
+    let (list, _) = helm(&args);
     assert_eq!(list.trim(), "", "helm list after uninstall");
     let secrets = kubectl_json(&["get", "secrets", "-n", ns, "-l", "owner=helm"]);
     assert_eq!(secrets["items"], json!([]), "the release's history is gone");

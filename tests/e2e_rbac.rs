@@ -49,7 +49,7 @@ async fn cluster_wide_install_lets_the_service_account_run_a_canary_rollout() {
     );
 
     let op = Operator::start_as(&ns, &kubeconfig);
-    with_operator_log(&op, &user, rollout_with_a_name_conflict(&client, &ns)).await;
+    with_operator_log(&op, &user, rollout_with_a_name_conflict(&client, &ns, &[])).await;
     assert_log_clean(&op, &user);
     drop(op);
     support::delete_namespace(&client, &ns).await;

@@ -40,7 +40,8 @@ pub type Rules = BTreeMap<String, BTreeSet<String>>;
 
 /// First deploy, a foreign Deployment in the way of a second Deployer (create → 409 → get →
 /// NameConflict), then a version bump rolled out step by step until the old version is gone.
-pub async fn rollout_with_a_name_conflict(client: &Client, ns: &str) {
+/// `others`: Deployments that live in `ns` besides the test's (e.g. the operator's own), untouched.
+pub async fn rollout_with_a_name_conflict(client: &Client, ns: &str, others: &[(&str, i32)]) {
     apply(client, ns, &deployer("app", "1.0.0", 4, &[(50, 1)])).await;
     let st = wait_phase(client, ns, "app", Phase::Done, secs(60)).await;
     assert_eq!(st.stable_version.as_deref(), Some("1.0.0"));
@@ -67,7 +68,9 @@ pub async fn rollout_with_a_name_conflict(client: &Client, ns: &str) {
     patch_spec(client, ns, "app", json!({"deployment": {"version": "2.0.0"}})).await;
     wait_phase(client, ns, "app", Phase::Waiting, secs(60)).await;
     wait_stable(client, ns, "app", "2.0.0").await;
-    wait_deployments(client, ns, &[("app-2.0.0", 4), ("clash-1.0.0", 1)], secs(30)).await;
+    let mut expected = vec![("app-2.0.0", 4), ("clash-1.0.0", 1)];
+    expected.extend_from_slice(others);
+    wait_deployments(client, ns, &expected, secs(30)).await;
     let reasons: Vec<String> = events(client, ns, "app").await.into_iter().map(|e| e.1).collect();
     for r in ["RolloutStarted", "StepStarted", "Promoted", "RolloutComplete"] {
         assert!(reasons.contains(&r.to_string()), "no {r} Event (events.k8s.io create): {reasons:?}");
