@@ -52,6 +52,8 @@ build: ## Build the operator (release)
 
 .PHONY: lint
 lint: ## cargo fmt --check, clippy -D warnings, and the CRD drift check
+	@cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+	@cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 	cargo fmt --all -- --check
 	cargo clippy --locked --all-targets -- -D warnings
 
