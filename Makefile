@@ -14,6 +14,17 @@ KUBECONFIG := $(abspath $(CLUSTER_DIR))/kubeconfig
 export KUBECONFIG
 endif
 E2E_THREADS ?= 12
+
+# The tools the demos and the tests run besides the control plane, pinned in versions.env and built
+# from Go modules by tests/cluster/build.sh (`make tools`) into DEPLOYER_CACHE. Scripts and tests
+# use these paths, never what PATH happens to have (tests/support/mod.rs computes the same ones
+# when run without make).
+include tests/cluster/versions.env
+DEPLOYER_CACHE ?= $(HOME)/.cache/deployer-operator
+KUBECTL ?= $(DEPLOYER_CACHE)/k8s-$(K8S_VERSION)/kubectl
+HELM ?= $(DEPLOYER_CACHE)/helm-$(HELM_VERSION)/helm
+PROMETHEUS ?= $(DEPLOYER_CACHE)/prometheus-$(PROMETHEUS_VERSION)/prometheus
+export DEPLOYER_CACHE KUBECTL HELM PROMETHEUS
 IMG ?= deployer-operator:dev
 
 .PHONY: help
@@ -41,6 +52,8 @@ build: ## Build the operator (release)
 
 .PHONY: lint
 lint: ## cargo fmt --check, clippy -D warnings, and the CRD drift check
+	@cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+	@cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 	cargo fmt --all -- --check
 	cargo clippy --locked --all-targets -- -D warnings
 
@@ -49,10 +62,11 @@ test-unit: ## Unit, table and property tests of the pure parts (no cluster)
 	cargo test --locked --lib --bins
 
 .PHONY: test-e2e
-test-e2e: ## End-to-end tests; brings the local control plane up first (CLUSTER=current: use KUBECONFIG)
+test-e2e: ## End-to-end tests; brings the local control plane up and builds the tools first (CLUSTER=current: use KUBECONFIG)
 ifeq ($(CLUSTER),local)
 	@$(MAKE) --no-print-directory cluster-up
 endif
+	@$(MAKE) --no-print-directory tools
 	cargo test --locked --tests -- --test-threads=$(E2E_THREADS)
 
 # The plot's matplotlib lives in a venv under target/ (installed from PyPI the first time).
@@ -90,8 +104,17 @@ endif
 	cargo test --locked --test e2e_chaos -- --nocapture
 
 .PHONY: crds
-crds: ## Regenerate crds/ from the Rust types
+crds: ## Regenerate crds/ (and the Helm chart's copy) from the Rust types
 	cargo run --quiet --locked -- crd > crds/deployer.yaml
+	cp crds/deployer.yaml deploy/helm/deployer-operator/crds/deployer.yaml
+
+.PHONY: tools
+tools: ## Build (first time) the pinned kubectl, helm and Prometheus the demos and tests use
+	@bash tests/cluster/build.sh kubectl helm prometheus >/dev/null
+
+.PHONY: kubectl-bin
+kubectl-bin:
+	@bash tests/cluster/build.sh kubectl >/dev/null
 
 .PHONY: cluster-up
 cluster-up: ## Build (first time) and start the local control plane under $(CLUSTER_DIR)
@@ -107,13 +130,13 @@ cluster-status: ## Health of the local control plane
 	@bash tests/cluster/cluster.sh status
 
 .PHONY: install
-install: ## Apply the CRD (crds/) to the cluster of KUBECONFIG
-	kubectl apply --server-side --force-conflicts -f crds/
-	kubectl wait --for=condition=Established --timeout=60s crd/deployers.deploy.example.com
+install: kubectl-bin ## Apply the CRD (crds/) to the cluster of KUBECONFIG
+	$(KUBECTL) apply --server-side --force-conflicts -f crds/
+	$(KUBECTL) wait --for=condition=Established --timeout=60s crd/deployers.deploy.example.com
 
 .PHONY: uninstall
-uninstall: ## Remove the CRD (and with it every Deployer and the Deployments they own)
-	kubectl delete --ignore-not-found -f crds/
+uninstall: kubectl-bin ## Remove the CRD (and with it every Deployer and the Deployments they own)
+	$(KUBECTL) delete --ignore-not-found -f crds/
 
 .PHONY: run
 run: ## Run the operator locally against KUBECONFIG

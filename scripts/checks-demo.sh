@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # `make demo-checks`: the worked example of docs/checks.md, for real. On the local control plane
-# (or CLUSTER=current), with Debian's prometheus scraping a stand-in for the application's metrics
-# (scripts/fake-app-exporter.py: kwok's pods serve no traffic), it deploys examples/
+# (or CLUSTER=current), with the pinned Prometheus (tests/cluster/build.sh) scraping a stand-in for
+# the application's metrics (scripts/fake-app-exporter.py: kwok's pods serve no traffic), it deploys examples/
 # checks-deployer.yaml at 1.0.0, rolls out 1.0.1 (healthy: the success-rate check passes at every
 # step) and then 1.0.2 (5% of its requests fail: the check aborts the rollout and 1.0.1 is back at
 # full size). Prints what a user sees; stops its operator, exporter and Prometheus at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# kubectl is the pinned build (tests/cluster/build.sh kubectl: built once, beside the control
+# plane), not whatever PATH has; KUBECTL, if it names an executable, wins (the Makefile sets it).
+kubectl() {
+  [ -x "${KUBECTL:-}" ] || eval "$(bash tests/cluster/build.sh kubectl)"
+  "$KUBECTL" "$@"
+}
 
 CLUSTER=${CLUSTER:-local}
 CLUSTER_DIR=${CLUSTER_DIR:-.cluster}
@@ -16,11 +23,12 @@ if [ -t 1 ]; then B=$'\e[1m' R=$'\e[0m'; else B= R=; fi
 say() { printf '\n%s==> %s%s\n' "$B" "$*" "$R"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-command -v prometheus >/dev/null || { echo "demo-checks: needs prometheus (apt-get install prometheus)" >&2; exit 1; }
 if [ "$CLUSTER" = local ]; then
   bash tests/cluster/cluster.sh up >/dev/null
   export KUBECONFIG=$PWD/$CLUSTER_DIR/kubeconfig
 fi
+# The pinned Prometheus (built once from Go modules, like the control plane).
+[ -x "${PROMETHEUS:-}" ] || eval "$(bash tests/cluster/build.sh prometheus)"
 cargo build --locked --quiet
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl wait --for=condition=Established --timeout=60s crd/deployers.deploy.example.com >/dev/null
@@ -41,7 +49,7 @@ scrape_configs:
   - job_name: web
     static_configs: [ { targets: ["127.0.0.1:$exporter_port"] } ]
 YAML
-prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/data" \
+"$PROMETHEUS" --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/data" \
   --web.listen-address="127.0.0.1:$prom_port" >"$work/prometheus.log" 2>&1 &
 pids+=($!)
 # Ready once it has scraped enough of the application's traffic for a 10 s rate.

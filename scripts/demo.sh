@@ -9,6 +9,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# kubectl is the pinned build (tests/cluster/build.sh kubectl: built once, beside the control
+# plane), not whatever PATH has; KUBECTL, if it names an executable, wins (the Makefile sets it).
+kubectl() {
+  [ -x "${KUBECTL:-}" ] || eval "$(bash tests/cluster/build.sh kubectl)"
+  "$KUBECTL" "$@"
+}
+
 CLUSTER=${CLUSTER:-local}
 CLUSTER_DIR=${CLUSTER_DIR:-.cluster}
 NS=${DEMO_NAMESPACE:-default}

@@ -17,6 +17,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# kubectl is the pinned build (tests/cluster/build.sh kubectl: built once, beside the control
+# plane), not whatever PATH has; KUBECTL, if it names an executable, wins (the Makefile sets it).
+kubectl() {
+  [ -x "${KUBECTL:-}" ] || eval "$(bash tests/cluster/build.sh kubectl)"
+  "$KUBECTL" "$@"
+}
+
 IMG=${IMG:-deployer-operator:dev}
 DEPLOY_DIR=${DEPLOY_DIR:-deploy}
 DEPLOY_NAMESPACE=${DEPLOY_NAMESPACE:-}

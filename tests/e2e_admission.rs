@@ -5,7 +5,7 @@
 mod harness;
 mod support;
 
-use std::{io::Write, process::Command};
+use std::io::Write;
 
 use deployer_operator::api::Deployer;
 use kube::{Api, api::ListParams};
@@ -19,14 +19,14 @@ fn seed_with(from: &str, to: &str) -> String {
 
 /// Runs `kubectl apply -f -` with `manifest`; returns (success, stdout + stderr).
 fn kubectl_apply(ns: &str, manifest: &str) -> (bool, String) {
-    let mut child = Command::new("kubectl")
+    let mut child = support::kubectl()
         .args(["apply", "-n", ns, "-f", "-"])
         .env("KUBECONFIG", support::kubeconfig_path())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("kubectl runs (install it: apt-get install kubectl)");
+        .expect("the pinned kubectl runs");
     child.stdin.take().expect("stdin").write_all(manifest.as_bytes()).expect("write manifest");
     let out = child.wait_with_output().expect("kubectl finishes");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

@@ -1,6 +1,6 @@
-//! End-to-end: step gates and notifications against a real Prometheus (Debian's `prometheus`,
-//! started on loopback and scraping an exporter the test drives), a local HTTP receiver for
-//! webhooks and notifications, and the real control plane.
+//! End-to-end: step gates and notifications against a real Prometheus (the pinned build of
+//! tests/cluster/build.sh, started on loopback and scraping an exporter the test drives), a local
+//! HTTP receiver for webhooks and notifications, and the real control plane.
 
 mod gates;
 mod harness;

@@ -1,7 +1,7 @@
 //! End-to-end: the `kubectl-deployer` plugin binary drives real rollouts of the real operator on
 //! the local control plane — set version, get, pause/resume, promote, abort, retry, promote
 //! --full, status (and its exit codes), list, -o json/yaml — and its live view `get -w`, both on
-//! a real terminal (tmux) and piped.
+//! a real terminal (a pseudo-terminal of the test's own) and piped.
 
 mod harness;
 mod support;
@@ -269,48 +269,98 @@ async fn the_plugin_reports_what_the_api_server_refuses() {
     support::delete_namespace(&client, &ns).await;
 }
 
-/// A tmux server of its own (`tmux -S`, a socket in the temporary directory), killed and its
-/// socket removed when dropped.
-struct Tmux {
-    socket: std::path::PathBuf,
+/// A terminal of the test's own: a pseudo-terminal of 120x50 (openpty) with `bash -c command` as the
+/// session leader on it, and a VT100 emulator (the `vt100` crate) that keeps the screen the
+/// command draws, as a terminal window would show it. No tmux or other program is needed. The
+/// command's process group is killed when dropped.
+struct Terminal {
+    master: std::fs::File,
+    child: std::process::Child,
+    screen: std::sync::Arc<std::sync::Mutex<vt100::Parser>>,
 }
 
-impl Tmux {
-    fn start(command: &str) -> Tmux {
-        let socket = std::env::temp_dir().join(format!("{}.tmux", support::unique_name("e2e-plugin")));
-        let tmux = Tmux { socket };
-        let status = tmux
-            .cmd(&["new-session", "-d", "-s", "w", "-x", "120", "-y", "50", command])
-            .status()
-            .unwrap_or_else(|e| {
-                panic!("tmux is needed for the live-view test: apt-get install -y tmux ({e})")
+impl Terminal {
+    const ROWS: u16 = 50;
+    const COLS: u16 = 120;
+
+    fn start(command: &str) -> Terminal {
+        use std::os::{
+            fd::{FromRawFd, OwnedFd},
+            unix::process::CommandExt,
+        };
+
+        let (mut master, mut slave) = (-1, -1);
+        let size = libc::winsize { ws_row: Self::ROWS, ws_col: Self::COLS, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: openpty writes two new file descriptors, which are owned from here on.
+        let rc =
+            unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &size) };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors were just opened by openpty and nothing else owns them.
+        let (master, slave) = unsafe { (std::fs::File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let stdio = |fd: &OwnedFd| Stdio::from(fd.try_clone().expect("dup the terminal"));
+        let mut sh = std::process::Command::new("bash");
+        sh.args(["-c", command]).stdin(stdio(&slave)).stdout(stdio(&slave)).stderr(stdio(&slave));
+        // SAFETY: only async-signal-safe calls between fork and exec: a new session whose
+        // controlling terminal is the pseudo-terminal (stdin), as a terminal emulator does, so
+        // that Ctrl-C typed on it interrupts the command.
+        unsafe {
+            sh.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
             });
-        assert!(status.success(), "tmux new-session failed");
-        tmux
-    }
-
-    fn cmd(&self, args: &[&str]) -> std::process::Command {
-        let mut c = std::process::Command::new("tmux");
-        // -u: UTF-8 whatever the locale; -f /dev/null: no user configuration.
-        c.arg("-u").arg("-S").arg(&self.socket).args(["-f", "/dev/null"]).args(args);
-        c
-    }
-
-    /// The screen, as text (`escapes`: with its colours).
-    fn capture(&self, escapes: bool) -> String {
-        let mut args = vec!["capture-pane", "-p", "-t", "w"];
-        if escapes {
-            args.push("-e");
         }
-        let out = self.cmd(&args).output().expect("tmux capture-pane");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let child = sh.spawn().expect("bash starts on the terminal");
+        drop(slave);
+
+        let (rows, cols) = (Self::ROWS.try_into().expect("rows"), Self::COLS.try_into().expect("cols"));
+        let screen = std::sync::Arc::new(std::sync::Mutex::new(vt100::Parser::new(rows, cols, 0)));
+        let mut reader = master.try_clone().expect("dup the terminal");
+        let parser = screen.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 8192];
+            // Ends with EIO once the command and everything it started have closed the terminal.
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                parser.lock().expect("lock").process(&buf[..n]);
+            }
+        });
+        Terminal { master, child, screen }
+    }
+
+    /// The screen as text, one line per row.
+    fn capture(&self) -> String {
+        self.screen.lock().expect("lock").screen().contents()
+    }
+
+    /// Whether any character on the screen has a colour.
+    fn has_colours(&self) -> bool {
+        let parser = self.screen.lock().expect("lock");
+        let screen = parser.screen();
+        (0..Self::ROWS).any(|row| {
+            (0..Self::COLS).any(|col| {
+                screen.cell(row, col).is_some_and(|c| {
+                    c.fgcolor() != vt100::Color::Default || c.bgcolor() != vt100::Color::Default
+                })
+            })
+        })
+    }
+
+    /// Types `bytes` on the terminal's keyboard (e.g. `b"\x03"`: Ctrl-C).
+    fn type_keys(&self, bytes: &[u8]) {
+        use std::io::Write;
+        (&self.master).write_all(bytes).expect("type on the terminal");
     }
 
     /// Waits until the screen satisfies `pred`; returns it.
     async fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
         let start = Instant::now();
         loop {
-            let screen = self.capture(false);
+            let screen = self.capture();
             if pred(&screen) {
                 return screen;
             }
@@ -320,10 +370,13 @@ impl Tmux {
     }
 }
 
-impl Drop for Tmux {
+impl Drop for Terminal {
     fn drop(&mut self) {
-        let _ = self.cmd(&["kill-server"]).status();
-        let _ = std::fs::remove_file(&self.socket);
+        // The shell leads its own session and process group: kill all of it.
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: a plain kill(2) of the process group this test started.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        let _ = self.child.wait();
     }
 }
 
@@ -348,9 +401,9 @@ async fn get_watch_redraws_the_live_view_on_a_terminal() {
         shell_quote(&support::kubeconfig_path()),
         shell_quote(Path::new(PLUGIN)),
     );
-    let tmux = Tmux::start(&command);
+    let term = Terminal::start(&command);
 
-    let first = tmux
+    let first = term
         .wait_for("step 1/4 waiting", secs(60), |s| {
             line(s, "Step:").contains("1/4") && line(s, "Phase:").contains("Waiting")
         })
@@ -360,11 +413,11 @@ async fn get_watch_redraws_the_live_view_on_a_terminal() {
     assert!(first.contains("░"), "the bar uses block glyphs on a terminal:\n{first}");
     assert!(first.contains("Ctrl-C to quit"), "{first}");
     assert_eq!(first.matches("Phase:").count(), 1, "redrawn in place, not scrolled:\n{first}");
-    assert!(tmux.capture(true).contains("\x1b["), "colours on a terminal");
+    assert!(term.has_colours(), "colours on a terminal");
 
     // The countdown moves within the step …
     let wait1 = line(&first, "Wait:").to_string();
-    let counted = tmux
+    let counted = term
         .wait_for("the countdown to move", secs(10), |s| {
             let w = line(s, "Wait:");
             line(s, "Step:").contains("1/4") && w.contains("left") && w != wait1
@@ -372,13 +425,13 @@ async fn get_watch_redraws_the_live_view_on_a_terminal() {
         .await;
     assert_ne!(line(&counted, "Wait:"), wait1);
     // … and the step changes without a key pressed.
-    let second = tmux.wait_for("step 2/4", secs(60), |s| line(s, "Step:").contains("2/4")).await;
+    let second = term.wait_for("step 2/4", secs(60), |s| line(s, "Step:").contains("2/4")).await;
     assert!(line(&second, "Plan:").contains("[50%/5s]"), "{second}");
     assert!(second.contains("canary   2.0.0     app-2.0.0    2"), "{second}");
     assert_eq!(second.matches("Phase:").count(), 1, "{second}");
 
-    tmux.cmd(&["send-keys", "-t", "w", "C-c"]).status().expect("send-keys");
-    tmux.wait_for("the plugin to exit on Ctrl-C", secs(10), |s| s.contains("EXITED 0")).await;
+    term.type_keys(b"\x03");
+    term.wait_for("the plugin to exit on Ctrl-C", secs(10), |s| s.contains("EXITED 0")).await;
     support::delete_namespace(&client, &ns).await;
 }
 

@@ -374,8 +374,14 @@ on_up_exit() {
 }
 
 cmd_up() {
-  local t0 reason
+  local t0 reason c missing=()
   t0=$(now)
+  # The README's prerequisites that `up` itself uses (go: build.sh checks it).
+  for c in openssl curl python3; do command -v "$c" >/dev/null || missing+=("$c"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "missing: ${missing[*]} (README prerequisites; on Debian, as root: apt-get install -y ${missing[*]})"
+    exit 1
+  fi
   if [ -d "$CLUSTER_DIR" ] && [ -n "$(ls -A "$CLUSTER_DIR")" ]; then
     reason=$(why_unhealthy)
     if [ -z "$reason" ]; then

@@ -1,6 +1,7 @@
-//! Real counterparts for the step gates: a Prometheus server (Debian's `prometheus`, started on
-//! loopback), an exporter whose request counters the test drives, and an HTTP receiver that
-//! records webhook calls and notifications and answers as the test says.
+//! Real counterparts for the step gates: a Prometheus server (the pinned build of
+//! tests/cluster/build.sh, started on loopback), an exporter whose request counters the test
+//! drives, and an HTTP receiver that records webhook calls and notifications and answers as the
+//! test says.
 
 #![allow(dead_code)]
 
@@ -90,7 +91,8 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub async fn start(name: &str, targets: &[SocketAddr]) -> Prometheus {
-        let binary = std::env::var("PROMETHEUS").unwrap_or_else(|_| "prometheus".into());
+        // The pinned build (tests/cluster/build.sh prometheus; `make test` builds it first).
+        let binary = support::tool("prometheus");
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("prometheus").join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("prometheus dir");
@@ -115,8 +117,9 @@ impl Prometheus {
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
-                    "cannot start {binary} ({e}): the step-gate tests need a real Prometheus \
-                     (apt-get install prometheus; .ci/run installs it)"
+                    "cannot start {} ({e}): the step-gate tests need a real Prometheus \
+                     (`make tools` builds it)",
+                    binary.display()
                 )
             });
         let prometheus = Prometheus { address: format!("http://127.0.0.1:{port}"), child, dir };

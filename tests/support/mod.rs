@@ -33,6 +33,58 @@ pub fn kubeconfig_path() -> PathBuf {
     }
 }
 
+/// The pinned build of a tool the tests run: `kubectl`, `helm` or `prometheus`. The path comes from
+/// the environment variable of its name in capitals (`KUBECTL`, `HELM`, `PROMETHEUS`; the Makefile
+/// sets them), else it is the cache path `tests/cluster/build.sh` builds it into, at the version
+/// pinned in `tests/cluster/versions.env`. Never the one on `PATH`: the tests run what `make test`
+/// built, whatever the machine has. Panics, saying what to run, when the binary is missing.
+pub fn tool(name: &str) -> PathBuf {
+    let var = name.to_uppercase();
+    let path = match std::env::var_os(&var) {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => pinned_tool(name),
+    };
+    if !path.is_file() {
+        panic!(
+            "{name} not found at {} ({var} or the pinned cache path): run `make tools` \
+             (tests/cluster/build.sh kubectl helm prometheus), which `make test` runs first",
+            path.display()
+        );
+    }
+    path
+}
+
+/// Where `tests/cluster/build.sh` puts `name`: `$DEPLOYER_CACHE` (default
+/// `~/.cache/deployer-operator`), then `k8s-<K8S_VERSION>/kubectl`, `helm-<HELM_VERSION>/helm` or
+/// `prometheus-<PROMETHEUS_VERSION>/prometheus`.
+fn pinned_tool(name: &str) -> PathBuf {
+    let versions = include_str!("../cluster/versions.env");
+    let version = |key: &str| -> String {
+        versions
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("tests/cluster/versions.env has no {key}"))
+            .trim()
+            .to_string()
+    };
+    let dir = match name {
+        "kubectl" => format!("k8s-{}", version("K8S_VERSION")),
+        "helm" => format!("helm-{}", version("HELM_VERSION")),
+        "prometheus" => format!("prometheus-{}", version("PROMETHEUS_VERSION")),
+        other => panic!("no pinned build of {other}"),
+    };
+    let cache = match std::env::var_os("DEPLOYER_CACHE") {
+        Some(c) if !c.is_empty() => PathBuf::from(c),
+        _ => PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/deployer-operator"),
+    };
+    cache.join(dir).join(name)
+}
+
+/// A `Command` for the pinned kubectl (see [`tool`]).
+pub fn kubectl() -> std::process::Command {
+    std::process::Command::new(tool("kubectl"))
+}
+
 /// The admin client configuration of the local cluster. Panics if the kubeconfig is missing or
 /// unusable.
 pub async fn config() -> Config {
