@@ -415,7 +415,7 @@ pub enum AbortReason {
 }
 
 /// Where checks run (`status.gate`, `status.checks[].gate`).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum Gate {
     /// Before a step's scale-up (webhooks).
     BeforeStep,
@@ -597,6 +597,11 @@ pub struct CheckStatus {
     /// When it runs next (while `Running`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_at: Option<DateTime<Utc>>,
+    /// When the call of this run was made, while its answer is awaited: persisted before the
+    /// call goes out, so that a restart waits for it (or counts it as unanswered once its timeout
+    /// has passed) instead of making it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 /// Annotation that pauses a rollout while its value is `"true"`.

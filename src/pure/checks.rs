@@ -21,6 +21,15 @@ use crate::api::{CheckPhase, CheckStatus, DeployerSpec, HookPoint, MetricCheck, 
 
 pub use crate::api::Gate;
 
+/// How long a PromQL query may take.
+pub const QUERY_TIMEOUT_SECONDS: i64 = 10;
+/// How long past its own timeout an answer is awaited before the call counts as unanswered (the
+/// time for the answer to come back through the controller).
+pub const ANSWER_GRACE_SECONDS: i64 = 5;
+/// Calls of one Deployer in flight at once: a tenant with many checks waits its turn, it cannot
+/// occupy the operator's calls.
+pub const MAX_IN_FLIGHT: usize = 8;
+
 /// The longest text taken from a call's answer (an error, a value) into the status and Events:
 /// the endpoint is the tenant's, its words are not allowed to grow the Deployer without bound.
 pub const MAX_TEXT: usize = 256;
@@ -157,6 +166,7 @@ fn fresh(def: Def, step: usize, gate: Gate, now: DateTime<Utc>) -> CheckStatus {
             Def::Metric(m) => later(now, m.interval_seconds.max(1)),
             Def::Webhook(_) => now,
         }),
+        started_at: None,
     }
 }
 
@@ -281,6 +291,7 @@ pub fn fold(
         let Some(def) = definition(c, spec, steps) else { continue };
         c.runs = c.runs.saturating_add(1);
         c.last_at = Some(now);
+        c.started_at = None;
         match def {
             Def::Metric(m) => measure(c, m, &o.answer, now),
             Def::Webhook(w) => hear(c, w, &o.answer, now),
@@ -383,10 +394,15 @@ pub fn verdict(checks: &[CheckStatus]) -> Verdict {
     if checks.iter().any(|c| c.phase == CheckPhase::Running) { Verdict::Pending } else { Verdict::Passed }
 }
 
-/// The calls due at `now` for the running checks of `checks`.
+/// The calls due at `now` for the running checks of `checks` that are not in flight, at most
+/// [`MAX_IN_FLIGHT`] in flight in all.
 pub fn calls(checks: &[CheckStatus], spec: &DeployerSpec, facts: &Facts, now: DateTime<Utc>) -> Vec<Call> {
+    let room = MAX_IN_FLIGHT.saturating_sub(checks.iter().filter(|c| c.started_at.is_some()).count());
     let mut out = Vec::new();
-    for c in checks.iter().filter(|c| c.phase == CheckPhase::Running && c.next_at.is_none_or(|t| t <= now)) {
+    let due = |c: &&CheckStatus| {
+        c.phase == CheckPhase::Running && c.started_at.is_none() && c.next_at.is_none_or(|t| t <= now)
+    };
+    for c in checks.iter().filter(due).take(room) {
         let Some(def) = definition(c, spec, facts.steps) else { continue };
         let key = Key { gate: c.gate, step: c.step, run: c.runs };
         let request = match def {
@@ -411,9 +427,66 @@ pub fn calls(checks: &[CheckStatus], spec: &DeployerSpec, facts: &Facts, now: Da
     out
 }
 
-/// The earliest time a running check is due (a check without a time is due at once).
-pub fn next_due(checks: &[CheckStatus], now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    checks.iter().filter(|c| c.phase == CheckPhase::Running).map(|c| c.next_at.unwrap_or(now)).min()
+/// Marks the checks of `calls` as in flight since `now` (persisted before the calls go out).
+pub fn launch(checks: &mut [CheckStatus], calls: &[Call], now: DateTime<Utc>) {
+    for c in checks.iter_mut() {
+        if calls.iter().any(|call| call.check == c.name && call.key.gate == c.gate && call.key.step == c.step)
+        {
+            c.started_at = Some(now);
+        }
+    }
+}
+
+/// When the answer of a call in flight stops being awaited: its timeout and a grace.
+fn deadline(c: &CheckStatus, spec: &DeployerSpec, steps: usize, since: DateTime<Utc>) -> DateTime<Utc> {
+    let timeout = match definition(c, spec, steps) {
+        Some(Def::Webhook(w)) => w.timeout_seconds.clamp(1, 300),
+        _ => QUERY_TIMEOUT_SECONDS,
+    };
+    later(since, timeout.saturating_add(ANSWER_GRACE_SECONDS))
+}
+
+/// The answers of the calls in flight whose answer is no longer awaited: the call was lost (the
+/// operator restarted while it was out), or its answer never came back. They count as
+/// unanswered — a failed attempt, retried as the check says — and the call is not made twice.
+pub fn expired(
+    checks: &[CheckStatus],
+    spec: &DeployerSpec,
+    steps: usize,
+    now: DateTime<Utc>,
+) -> Vec<Outcome> {
+    checks
+        .iter()
+        .filter(|c| c.phase == CheckPhase::Running)
+        .filter_map(|c| {
+            let since = c.started_at?;
+            (now >= deadline(c, spec, steps, since)).then(|| Outcome {
+                check: c.name.clone(),
+                key: Key { gate: c.gate, step: c.step, run: c.runs },
+                answer: Answer::Unreachable(
+                    "no answer came back (the call was lost, or never answered)".into(),
+                ),
+            })
+        })
+        .collect()
+}
+
+/// The earliest time a running check is due: the next call of one that waits, or the end of the
+/// wait for the answer of one in flight (a check without a time is due at once).
+pub fn next_due(
+    checks: &[CheckStatus],
+    spec: &DeployerSpec,
+    steps: usize,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    checks
+        .iter()
+        .filter(|c| c.phase == CheckPhase::Running)
+        .map(|c| match c.started_at {
+            Some(since) => deadline(c, spec, steps, since),
+            None => c.next_at.unwrap_or(now),
+        })
+        .min()
 }
 
 /// The JSON a webhook receives (documented in docs/checks.md).

@@ -17,7 +17,7 @@ use kube::{
         Controller, WatchStreamExt,
         controller::{self, Action},
         events::{Event, EventType, Recorder, Reporter},
-        reflector::{self, Store},
+        reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
@@ -33,6 +33,7 @@ use crate::{
     resources::{self, DEPLOYER_LABEL, MANAGER},
     rollout::{self, Decision, Input, Note, Observed, Reason, Settings, Severity},
     shell::{
+        calls::Calls,
         memo::Memo,
         writes::{self, Acted},
     },
@@ -43,9 +44,6 @@ use crate::{
 /// (harmless either way: the next reconcile, by whichever replica, starts from the persisted
 /// status). Kept short: a standby waits for this before it can take over.
 const DRAIN: Duration = Duration::from_millis(500);
-
-/// Rounds of check calls in one reconcile.
-const CALL_ROUNDS: usize = 3;
 
 /// How the controller runs.
 #[derive(Clone, Debug)]
@@ -70,8 +68,10 @@ pub struct Context {
     /// What is remembered of each Deployer between reconciles (never rollout state).
     memo: Memo,
     metrics: Arc<Metrics>,
-    /// Makes the checks' calls and sends notifications.
+    /// Sends notifications.
     prober: Prober,
+    /// The checks' calls out, and their answers waiting.
+    calls: Arc<Calls>,
 }
 
 /// Runs the controller until `shutdown`, then lets the reconciles in flight finish (for at most
@@ -113,6 +113,9 @@ pub async fn run(
         deployment_stores.push(reader.clone());
         // The Deployers' watch and cache, without their managedFields (as for the Deployments).
         let (deployer_reader, deployer_writer) = reflector::store();
+        // An answer to a check call wakes its Deployer through this channel.
+        let (wake, woken) = futures::channel::mpsc::unbounded();
+        let prober = Prober::new();
         let ctx = Arc::new(Context {
             client: client.clone(),
             recorder: Recorder::new(client.clone(), Reporter::from(MANAGER)),
@@ -121,7 +124,8 @@ pub async fn run(
             settings: config.settings.clone(),
             memo: Memo::default(),
             metrics: metrics.clone(),
-            prober: Prober::new(),
+            calls: Calls::new(prober.clone(), metrics.clone(), wake),
+            prober,
         });
         info!(namespace = scope.as_deref().unwrap_or("<all>"), "starting controller");
         let deployer_events = watcher(deployers, watcher::Config::default())
@@ -131,6 +135,7 @@ pub async fn run(
             .applied_objects();
         let controller = Controller::for_stream(deployer_events, deployer_reader)
             .owns_stream(owned)
+            .reconcile_on(woken)
             .with_config(controller::Config::default().concurrency(config.concurrency))
             .graceful_shutdown_on(shutdown.clone());
         deployer_stores.push(controller.store());
@@ -188,8 +193,8 @@ async fn check_crd(deployers: &Api<Deployer>) -> Result<()> {
     })
 }
 
-/// One reconcile of one Deployer, in named stages: observe → decide → call checks → confirm →
-/// persist → publish → act. The status is persisted before anything is acted on, on the
+/// One reconcile of one Deployer, in named stages: observe → decide → confirm → persist → call
+/// checks → publish → act. The status is persisted before anything is acted on, on the
 /// resourceVersion it was decided from: a stale reconcile (a deposed leader, a lagging cache)
 /// writes nothing and moves nothing.
 #[tracing::instrument(skip_all, fields(deployer = %format!("{}/{}", dpl.namespace().unwrap_or_default(), dpl.name_any())))]
@@ -199,11 +204,12 @@ async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
         Observation::Ready(world) => *world,
         Observation::Later(action) => return Ok(action),
     };
-    let decision = rollout::decide(&world.input(&[], None, &ctx.settings, &[]));
-    let (decision, outcomes) = call_checks(&ctx, &world, decision).await;
+    let outcomes = ctx.calls.answers(&world.uid);
+    let decision = rollout::decide(&world.input(&[], None, &ctx.settings, &outcomes));
     let (world, decision) = confirm(&ctx, world, decision, &outcomes).await?;
     let version =
         persist(&ctx, &world, world.dpl.resource_version(), world.dpl.status.as_ref(), &decision).await?;
+    call_checks(&ctx, &world, &decision, &outcomes);
     publish(&ctx, &world, &decision).await;
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &world.ns);
     let acted = writes::act(&api, &world.dpl, &world.owned, &decision).await?;
@@ -321,24 +327,15 @@ async fn observe(ctx: &Context, dpl: Arc<Deployer>) -> Result<Observation> {
     Ok(Observation::Ready(Box::new(World { dpl, name, ns, uid, owned, observed, paused, requests, now })))
 }
 
-/// Call checks: make the calls due now (a query, a webhook) and decide again with their answers.
-/// A passed gate may open the next one at once, hence a few rounds; what is still due after them
-/// is taken up by the next reconcile.
-async fn call_checks(ctx: &Context, world: &World, mut decision: Decision) -> (Decision, Vec<Outcome>) {
-    let mut outcomes = Vec::new();
-    for _ in 0..CALL_ROUNDS {
-        if decision.calls.is_empty() {
-            break;
-        }
-        let answered = ctx.prober.run(&decision.calls).await;
-        ctx.metrics.checked(&answered);
-        outcomes.extend(answered);
-        decision = rollout::decide(&world.input(&[], None, &ctx.settings, &outcomes));
-    }
+/// Call checks: the answers folded into the status just written leave the mailbox, and the calls
+/// the decision marked in flight go out — in the background: a reconcile never waits for a
+/// tenant's endpoint.
+fn call_checks(ctx: &Context, world: &World, decision: &Decision, taken: &[Outcome]) {
+    let live = ctx.deployers.state();
+    ctx.calls.taken(&world.uid, taken, |uid| live.iter().any(|d| d.uid().as_deref() == Some(uid)));
     if !decision.calls.is_empty() {
-        decision.requeue = Some(Duration::ZERO);
+        ctx.calls.launch(ObjectRef::from_obj(&*world.dpl), &world.uid, &decision.calls);
     }
-    (decision, outcomes)
 }
 
 /// Confirm: a decision that takes pods away (a shrink, a delete) was made on the watch cache,

@@ -77,6 +77,7 @@ pub struct Metrics {
     lateness: Histogram,
     leader: Gauge,
     remembered: Gauge,
+    calls_out: Gauge,
     requests: Family<RequestLabels, Counter>,
     checks: Family<CheckLabels, Counter>,
     notifications: Family<ReasonLabels, Counter>,
@@ -132,6 +133,12 @@ impl Metrics {
             "Deployers the controller keeps something of between reconciles (its last status write, a backoff); bounded by the Deployers that exist",
             remembered.clone(),
         );
+        let calls_out = Gauge::default();
+        registry.register(
+            "check_calls_out",
+            "Check calls made and not yet answered (each waits at most its own timeout, outside the reconcile)",
+            calls_out.clone(),
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "kube_api_requests",
@@ -163,6 +170,7 @@ impl Metrics {
             lateness,
             leader,
             remembered,
+            calls_out,
             requests,
             checks,
             notifications,
@@ -242,6 +250,11 @@ impl Metrics {
     /// Sets whether this process runs the controller.
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    /// Sets how many check calls are out.
+    pub fn set_calls_out(&self, n: usize) {
+        self.calls_out.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Sets how many Deployers the controller remembers something of.

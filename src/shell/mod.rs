@@ -1,5 +1,6 @@
 //! The imperative shell: the Kubernetes client, HTTP, signals and time, around the core.
 
+mod calls;
 pub mod controller;
 pub mod http;
 pub mod leader;

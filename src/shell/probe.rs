@@ -21,9 +21,12 @@ use crate::{
 };
 
 /// How long a PromQL query may take.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+const QUERY_TIMEOUT: Duration = Duration::from_secs(crate::checks::QUERY_TIMEOUT_SECONDS as u64);
 /// How long a notification may take.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most of a Prometheus answer that is read: one number needs a few hundred bytes; an endpoint
+/// the tenant names must not make the operator hold more.
+pub const MAX_QUERY_BODY: usize = 1 << 20;
 
 /// Makes the calls of checks and sends notifications. Cheap to clone.
 #[derive(Clone)]
@@ -44,37 +47,50 @@ impl Prober {
 
     /// Makes `calls` concurrently and returns their answers.
     pub async fn run(&self, calls: &[Call]) -> Vec<Outcome> {
-        future::join_all(calls.iter().map(|call| async move {
-            let answer = match &call.request {
-                Request::Query { address, query } => self.query(address, query).await,
-                Request::Post { url, timeout, payload } => self.post(url, *timeout, payload).await,
-            };
-            debug!(check = %call.check, step = call.key.step, run = call.key.run, ?answer, "check answered");
-            Outcome { check: call.check.clone(), key: call.key.clone(), answer }
-        }))
-        .await
+        future::join_all(calls.iter().map(|call| self.call(call))).await
     }
 
-    /// An instant query: its one number, or why there is none.
+    /// Makes one call and returns its answer.
+    pub async fn call(&self, call: &Call) -> Outcome {
+        let answer = match &call.request {
+            Request::Query { address, query } => self.query(address, query).await,
+            Request::Post { url, timeout, payload } => self.post(url, *timeout, payload).await,
+        };
+        debug!(check = %call.check, step = call.key.step, run = call.key.run, ?answer, "check answered");
+        Outcome { check: call.check.clone(), key: call.key.clone(), answer }
+    }
+
+    /// An instant query: its one number, or why there is none. At most [`MAX_QUERY_BODY`] bytes
+    /// of the answer are read.
     async fn query(&self, address: &str, query: &str) -> Answer {
         let url = format!("{}/api/v1/query", address.trim_end_matches('/'));
         let sent = self.http.get(url).query(&[("query", query)]).timeout(QUERY_TIMEOUT).send().await;
-        let body: Value = match sent {
-            Ok(response) => match response.json().await {
-                Ok(body) => body,
-                Err(err) => {
-                    return Answer::Unreachable(format!(
-                        "Prometheus answered no JSON: {}",
-                        err.without_url()
-                    ));
-                }
-            },
+        let mut response = match sent {
+            Ok(response) => response,
             Err(err) => return Answer::Unreachable(format!("cannot query Prometheus: {}", describe(err))),
         };
-        read_query_result(&body)
+        let mut body = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) if body.len() + chunk.len() > MAX_QUERY_BODY => {
+                    return Answer::Unreachable(format!(
+                        "Prometheus answered more than {MAX_QUERY_BODY} bytes: not one number"
+                    ));
+                }
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(err) => {
+                    return Answer::Unreachable(format!("cannot read Prometheus' answer: {}", describe(err)));
+                }
+            }
+        }
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(body) => read_query_result(&body),
+            Err(err) => Answer::Unreachable(format!("Prometheus answered no JSON: {err}")),
+        }
     }
 
-    /// A webhook call: its HTTP status, or why there is none.
+    /// A webhook call: its HTTP status, or why there is none. Its body is never read.
     async fn post(&self, url: &str, timeout: Duration, payload: &Value) -> Answer {
         match self.http.post(url).json(payload).timeout(timeout).send().await {
             Ok(response) => Answer::Status(response.status().as_u16()),

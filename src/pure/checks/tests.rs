@@ -124,7 +124,7 @@ fn only_due_running_checks_are_called() {
     };
     let c = enter(&s, 3, 0, Gate::Wait, t0());
     assert!(calls(&c, &s, &facts, t0()).is_empty());
-    assert_eq!(next_due(&c, t0()), Some(t0() + TimeDelta::seconds(10)));
+    assert_eq!(next_due(&c, &s, 3, t0()), Some(t0() + TimeDelta::seconds(10)));
     let due = calls(&c, &s, &facts, t0() + TimeDelta::seconds(10));
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].request, Request::Query { address: "http://p".into(), query: "q".into() });

@@ -43,8 +43,10 @@ pub fn enter_step(run: &Run, step: usize) -> State {
 /// is only told (a Warning): the rollback goes on regardless.
 pub fn verdict(run: &mut Run) -> Verdict {
     let Some((gate, _)) = enter(run) else { return Verdict::Passed };
-    let input = run.input;
-    let failed = checks::fold(&mut run.mem.checks, input.spec, run.plan.len(), input.outcomes, input.now);
+    let (input, steps) = (run.input, run.plan.len());
+    let mut outcomes = checks::expired(&run.mem.checks, input.spec, steps, input.now);
+    outcomes.extend(input.outcomes.iter().cloned());
+    let failed = checks::fold(&mut run.mem.checks, input.spec, steps, &outcomes, input.now);
     if gate == Gate::Rollback {
         for i in failed {
             let note = report::rollback_hook_failed(&run.mem.checks[i]);
@@ -74,16 +76,20 @@ pub fn enter(run: &mut Run) -> Option<(Gate, usize)> {
     Some((gate, step))
 }
 
-/// The calls due now at the gate the rollout is at, and when the next one falls due.
+/// The calls due now at the gate the rollout is at — marked in flight in the memory, which is
+/// persisted before they go out — and when the next one falls due (or an answer stops being
+/// awaited).
 pub fn due(run: &mut Run) -> (Vec<Call>, Option<Duration>) {
     // A gate entered on the last pass of the machine starts its clocks now.
     let Some((gate, step)) = enter(run) else { return (Vec::new(), None) };
     if !checks::at(&run.mem.checks, gate, step) {
         return (Vec::new(), None);
     }
-    let now = run.input.now;
-    let calls = checks::calls(&run.mem.checks, run.input.spec, &facts(run), now);
-    let next = checks::next_due(&run.mem.checks, now).map(|t| (t - now).to_std().unwrap_or(Duration::ZERO));
+    let (now, spec, steps) = (run.input.now, run.input.spec, run.plan.len());
+    let calls = checks::calls(&run.mem.checks, spec, &facts(run), now);
+    checks::launch(&mut run.mem.checks, &calls, now);
+    let next = checks::next_due(&run.mem.checks, spec, steps, now)
+        .map(|t| (t - now).to_std().unwrap_or(Duration::ZERO));
     (calls, next)
 }
 

@@ -93,12 +93,15 @@ fn the_wait_lasts_until_the_metrics_are_measured_even_past_its_sleep() {
     let entered = w.now;
     // Measurements at 10 s and 20 s; the 20 s sleep is over, the third measurement (30 s) is not.
     w.converge_until(|w| w.now >= entered + TimeDelta::seconds(20));
+    // The 20 s measurement's answer comes back to the next reconcile.
+    w.reconcile();
     assert_eq!(w.phase(), Phase::Waiting, "{:?}", status(&w).checks);
     assert_eq!(status(&w).checks[0].runs, 2);
     let d = w.decide();
     assert_eq!(d.requeue, Some(Duration::from_secs(10)), "woken by the next measurement");
     w.advance(10.0);
-    w.reconcile();
+    w.reconcile(); // the third measurement goes out…
+    w.reconcile(); // … and its answer ends the wait
     assert_ne!(w.phase(), Phase::Waiting);
     assert_eq!(status(&w).current_step, Some(2));
 }
@@ -353,4 +356,50 @@ fn a_retry_runs_the_checks_afresh() {
     w.converge();
     assert_eq!(w.phase(), Phase::Done);
     assert_eq!(calls_of(&w, "metric/errors").len(), 1 + 6);
+}
+
+#[test]
+fn a_call_in_flight_is_not_made_again_and_a_lost_one_counts_as_unanswered_after_its_timeout() {
+    let mut w =
+        world(Analysis { webhooks: vec![hook("gate", HookPoint::BeforeStep)], ..Analysis::default() });
+    start(&mut w);
+    w.reconcile(); // Init
+    w.settle();
+    w.reconcile(); // the BeforeStep gate: the call goes out, marked in flight in the status
+    assert_eq!(calls_of(&w, "webhook/gate").len(), 1);
+    assert!(status(&w).checks[0].started_at.is_some());
+    // The operator restarts before the answer comes back: the answer is lost.
+    w.mailbox.clear();
+    let d = w.decide();
+    assert!(d.calls.is_empty(), "the call in flight is not made again: {d:?}");
+    assert_eq!(d.requeue, Some(Duration::from_secs(5 + checks::ANSWER_GRACE_SECONDS as u64)));
+    // Past its timeout (5 s) and the grace, it counts as a failed attempt and is retried.
+    w.advance(10.0);
+    w.reconcile();
+    let c = &status(&w).checks[0];
+    assert_eq!((c.runs, c.failures, c.started_at), (1, 1, None), "{c:?}");
+    assert!(c.last_error.as_deref().is_some_and(|e| e.contains("no answer came back")), "{c:?}");
+    w.converge();
+    assert_eq!(
+        calls_of(&w, "webhook/gate").len(),
+        3,
+        "the lost call, one retry, and step 2's gate: no duplicate"
+    );
+    assert_eq!(w.phase(), Phase::Done);
+}
+
+#[test]
+fn no_more_than_eight_calls_of_one_deployer_are_in_flight() {
+    let hooks = (0..16).map(|i| hook(&format!("h{i}"), HookPoint::BeforeStep)).collect();
+    let mut w = world(Analysis { webhooks: hooks, ..Analysis::default() });
+    start(&mut w);
+    w.reconcile();
+    w.settle();
+    let d = w.reconcile();
+    assert_eq!(d.calls.len(), checks::MAX_IN_FLIGHT);
+    let d = w.reconcile(); // the first eight answered, the next eight go out
+    assert_eq!(d.calls.len(), checks::MAX_IN_FLIGHT);
+    w.converge();
+    assert_eq!(w.phase(), Phase::Done);
+    assert_eq!(w.calls.len(), 16 * 2, "each webhook once at each of the two steps");
 }

@@ -37,6 +37,8 @@ struct World {
     cache: Option<BTreeMap<String, Observed>>,
     /// Whether the shell confirms a break on a fresh read (as the controller does).
     confirm: bool,
+    /// Answers of calls made and not yet taken in by a reconcile (the controller's mailbox).
+    mailbox: Vec<Outcome>,
     /// The truth of the pods: how many of each version's are ready. A Deployment's status
     /// (`Observed::available`) follows it only when the Deployment controller catches up
     /// ([`World::settle`]), and can say more than there is after a scale-down.
@@ -61,6 +63,7 @@ impl World {
             cache: None,
             confirm: true,
             ready: BTreeMap::new(),
+            mailbox: Vec::new(),
         }
     }
 
@@ -73,7 +76,7 @@ impl World {
     }
 
     fn decide(&self) -> Decision {
-        self.decide_with(&[])
+        self.decide_with(&self.mailbox)
     }
 
     fn decide_with(&self, outcomes: &[Outcome]) -> Decision {
@@ -121,32 +124,28 @@ impl World {
             .collect()
     }
 
-    /// One reconcile: decide, then carry the decision out as the controller would.
+    /// One reconcile, as the controller makes it: decide, persist the status, then make the
+    /// moves, each on what was observed of its Deployment.
     fn reconcile(&mut self) -> Decision {
-        let d = self.decision();
-        self.carry_out(&d, d.apply.len(), true);
+        let (d, basis) = self.decision();
         self.persist(&d);
+        self.carry_out(&d, &basis, usize::MAX);
         d
     }
 
-    /// The decision of one reconcile, check calls answered; a break is confirmed on a fresh read
-    /// (decided again on the Deployments as they are) when the operator decided on a cache.
-    fn decision(&mut self) -> Decision {
+    /// The decision of one reconcile, on the answers that came back since the last one, and the
+    /// Deployments it was made on (what each write's precondition holds). A break is confirmed on
+    /// a fresh read: decided again on the Deployments as they are and their ready pods.
+    fn decision(&mut self) -> (Decision, Vec<Observed>) {
         let seen = self.seen();
-        let mut d = self.decide_on(&seen, &[]);
-        let mut outcomes = Vec::new();
-        for _ in 0..3 {
-            if d.calls.is_empty() {
-                break;
-            }
-            let calls = d.calls.clone();
-            outcomes.extend(self.answer(&calls));
-            d = self.decide_on(&seen, &outcomes);
-        }
+        let d = self.decide_on(&seen, &self.mailbox);
         if self.confirm && d.breaks(&seen) {
-            d = self.decide_on(&self.fresh(), &outcomes);
+            return (
+                self.decide_on(&self.fresh(), &self.mailbox),
+                self.deployments.values().cloned().collect(),
+            );
         }
-        d
+        (d, seen)
     }
 
     /// What the shell's fresh read sees: the Deployments as they are, each counting no more
@@ -159,15 +158,23 @@ impl World {
             .collect()
     }
 
-    /// Makes the first `applies` of the decision's resizes (and its deletes, if `deletes`), as the
-    /// API server would.
-    fn carry_out(&mut self, d: &Decision, applies: usize, deletes: bool) {
-        for s in d.apply.iter().take(applies) {
-            // A create of a Deployment that exists (one the operator did not see yet) is refused;
-            // the shell then repairs its labels and decides again once it sees it.
-            if s.create && self.deployments.contains_key(&s.version) {
-                continue;
+    /// Makes at most `limit` of the decision's writes — resizes first, deletes after — as the API
+    /// server would: each on what `basis` observed of its Deployment. A write whose Deployment
+    /// changed since (or went, or exists when it was to be created) is refused, and so is
+    /// everything after it (the shell decides again). Returns the writes made.
+    fn carry_out(&mut self, d: &Decision, basis: &[Observed], limit: usize) -> usize {
+        let unchanged = |w: &World, v: &str| basis.iter().find(|o| o.version == v) == w.deployments.get(v);
+        let mut made = 0;
+        for s in &d.apply {
+            let fenced = if s.create {
+                self.deployments.contains_key(&s.version)
+            } else {
+                !unchanged(self, &s.version)
+            };
+            if made >= limit || fenced || (!s.create && !self.deployments.contains_key(&s.version)) {
+                return made;
             }
+            made += 1;
             let image = self.spec.deployment.image_for(&s.version);
             let dep = self.deployments.entry(s.version.clone()).or_insert_with(|| Observed {
                 version: s.version.clone(),
@@ -187,18 +194,24 @@ impl World {
             let ready = self.ready.entry(s.version.clone()).or_insert(0);
             *ready = (*ready).min(s.replicas);
         }
-        if deletes {
-            for v in &d.delete {
-                self.deployments.remove(v);
-                self.ready.remove(v);
+        for v in &d.delete {
+            if made >= limit || !unchanged(self, v) {
+                return made;
             }
+            made += 1;
+            self.deployments.remove(v);
+            self.ready.remove(v);
         }
+        made
     }
 
-    /// Writes the decision's status and publishes its Events (they follow the status write).
+    /// Writes the decision's status and publishes its Events (they follow the status write);
+    /// then the calls it marked in flight go out, and their answers wait for the next reconcile.
     fn persist(&mut self, d: &Decision) {
         self.status = Some(d.status.clone());
         self.notes.extend(d.notes.iter().cloned());
+        let calls = d.calls.clone();
+        self.mailbox = self.answer(&calls);
     }
 
     /// The Deployment controller and kubelets catch up: pods of healthy versions become ready,

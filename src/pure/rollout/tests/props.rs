@@ -265,9 +265,15 @@ proptest! {
                     last_replicas = w.spec.deployment.replicas;
                 }
                 Op::Crash(k) => {
+                    // The status is written, then the operator dies after `k` of its moves (or
+                    // the status write is lost, with `k` = 0 moves made).
                     let before = w.clone();
-                    let d = w.decision();
-                    w.carry_out(&d, k.min(d.apply.len()), false);
+                    let (d, basis) = w.decision();
+                    if k > 0 {
+                        w.persist(&d);
+                        w.mailbox.clear();
+                        w.carry_out(&d, &basis, k - 1);
+                    }
                     acted(&before, &w, &d, tampered, last_replicas)?;
                 }
                 Op::Capture => captured = Some((w.status.clone(), w.seen(), w.generation)),
@@ -284,17 +290,7 @@ proptest! {
                     w.persist(&d);
                     // Each Deployment write carries the resourceVersion it read: refused (and the
                     // rest with it) once that Deployment changed.
-                    let mut made = 0;
-                    for s in &d.apply {
-                        let then = seen.iter().find(|o| o.version == s.version);
-                        if then != w.deployments.get(&s.version) {
-                            break;
-                        }
-                        made += 1;
-                    }
-                    let deletes = made == d.apply.len()
-                        && d.delete.iter().all(|v| seen.iter().find(|o| &o.version == v) == w.deployments.get(v));
-                    w.carry_out(&d, made, deletes);
+                    w.carry_out(&d, &seen, usize::MAX);
                     acted(&before, &w, &d, tampered, last_replicas)?;
                     announced(&d, &mut heard)?;
                 }

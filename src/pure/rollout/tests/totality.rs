@@ -108,9 +108,9 @@ fn check() -> impl Strategy<Value = CheckStatus> {
         int(),
         select(vec![CheckPhase::Running, CheckPhase::Passed, CheckPhase::Failed, CheckPhase::Inconclusive]),
         (int(), int()),
-        option::of(time()),
+        (option::of(time()), option::of(time())),
     )
-        .prop_map(|(name, gate, step, phase, (runs, failures), next_at)| CheckStatus {
+        .prop_map(|(name, gate, step, phase, (runs, failures), (next_at, started_at))| CheckStatus {
             name: name.into(),
             gate,
             step,
@@ -121,6 +121,7 @@ fn check() -> impl Strategy<Value = CheckStatus> {
             last_error: None,
             last_at: None,
             next_at,
+            started_at,
         })
 }
 
