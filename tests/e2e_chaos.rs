@@ -117,8 +117,9 @@ struct Excuse {
 /// The checker's view, updated from one watch of every Deployment in the namespace.
 #[derive(Default)]
 struct Checker {
-    /// Per Deployer: ready replicas of each of its Deployments (see [`kept_ready`]).
-    ready: HashMap<String, BTreeMap<String, i32>>,
+    /// Per Deployer: ready replicas of each of its Deployments (see [`kept_ready`]), and whether
+    /// that Deployment's status describes its current spec.
+    ready: HashMap<String, BTreeMap<String, (i32, bool)>>,
     /// Deployers that have had a stable at R (from then on the floor applies).
     armed: std::collections::HashSet<String>,
     excused: HashMap<String, Excuse>,
@@ -140,7 +141,8 @@ impl Checker {
 
     /// Re-evaluates the floor of one Deployer after an update.
     fn check(&mut self, name: &str) {
-        let total: i32 = self.ready.get(name).map(|m| m.values().sum()).unwrap_or(0);
+        let total: i32 = self.ready.get(name).map(|m| m.values().map(|(r, _)| r).sum()).unwrap_or(0);
+        let synced = self.ready.get(name).is_none_or(|m| m.values().all(|(_, s)| *s));
         self.updates += 1;
         if let Some(excuse) = self.excused.get_mut(name) {
             if total < R {
@@ -151,7 +153,12 @@ impl Checker {
                 }
                 return;
             }
-            // Recovered (or the edit cost no ready pod and 10 s have passed): the floor applies again.
+            // Recovered (or the edit cost no ready pod and 10 s have passed): the floor applies
+            // again. A recovery counts only on statuses that describe their specs: right after a
+            // hand scale-down the status may still show the pods it removes.
+            if !synced {
+                return;
+            }
             if excuse.dropped || excuse.at.elapsed() > secs(10) {
                 let excuse = self.excused.remove(name).expect("excused");
                 if excuse.dropped {
@@ -166,7 +173,11 @@ impl Checker {
         if self.armed.contains(name) {
             self.min_ready = Some(self.min_ready.map_or(total, |m| m.min(total)));
             if total < R {
-                let seen = self.ready.get(name).cloned().unwrap_or_default();
+                let seen: BTreeMap<String, i32> = self
+                    .ready
+                    .get(name)
+                    .map(|m| m.iter().map(|(k, (r, _))| (k.clone(), *r)).collect())
+                    .unwrap_or_default();
                 self.violations.push(format!(
                     "{name}: {total} ready replicas < R = {R} at {} ({seen:?})",
                     chrono::Utc::now().format("%H:%M:%S%.3f")
@@ -178,7 +189,7 @@ impl Checker {
     /// Applies one Deployment as the watch delivered it (`None`: deleted).
     fn apply(&mut self, d: &Deployment, gone: bool) {
         let Some(owner) = d.labels().get(DEPLOYER_LABEL).cloned() else { return };
-        let ready = kept_ready(d);
+        let ready = (kept_ready(d), synced(d));
         let versions = self.ready.entry(owner.clone()).or_default();
         if gone || d.metadata.deletion_timestamp.is_some() {
             versions.remove(&d.name_any());
@@ -195,6 +206,12 @@ impl Checker {
 fn kept_ready(d: &Deployment) -> i32 {
     let ready = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
     ready.min(d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1))
+}
+
+/// Whether a Deployment's status describes its current spec.
+fn synced(d: &Deployment) -> bool {
+    let observed = d.status.as_ref().and_then(|s| s.observed_generation).unwrap_or(0);
+    observed >= d.metadata.generation.unwrap_or(0)
 }
 
 /// Runs the checker until aborted. A re-list (after a watch error, e.g. an apiserver restart)
@@ -218,7 +235,10 @@ fn start_checker(client: &Client, ns: &str, checker: Arc<Mutex<Checker>>) -> tok
                     for d in &all {
                         let Some(owner) = d.labels().get(DEPLOYER_LABEL).cloned() else { continue };
                         if d.metadata.deletion_timestamp.is_none() {
-                            c.ready.entry(owner).or_default().insert(d.name_any(), kept_ready(d));
+                            c.ready
+                                .entry(owner)
+                                .or_default()
+                                .insert(d.name_any(), (kept_ready(d), synced(d)));
                         }
                     }
                     let mut owners: Vec<String> = c.ready.keys().cloned().collect();
@@ -647,6 +667,11 @@ fn the_checker_flags_a_drop_below_r_and_excuses_a_hand_edit_only_until_recovery(
     c.apply(&dep("app-1", 0), false); // deleted or scaled down by hand
     c.apply(&dep("app-1", 0), true);
     assert!(c.violations.is_empty(), "a hand edit is excused: {:?}", c.violations);
+    // A status that does not yet describe the repair (observedGeneration behind) is no recovery.
+    let mut stale = dep("app-1", R - 1);
+    stale.metadata.generation = Some(3);
+    c.apply(&stale, false);
+    assert!(!c.excused.is_empty(), "recovered on a stale status");
     c.apply(&dep("app-1", R - 1), false); // repaired
     assert!(c.excused.is_empty() && c.recoveries.len() == 1);
 
