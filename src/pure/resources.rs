@@ -107,10 +107,14 @@ pub fn is_owned_by(d: &Deployment, deployer: &Deployer) -> bool {
     d.owner_references().iter().any(|o| o.uid == uid && o.controller == Some(true))
 }
 
-/// What the rollout core needs to know of an owned Deployment. `None` if it has no version
-/// label (then it is not one the operator made, whatever its owner).
-pub fn observe(d: &Deployment) -> Option<Observed> {
+/// What the rollout core needs to know of an owned Deployment of `spec`. `None` if it has no
+/// version label, or one that does not match its name (`<name>-<version>`): then it is not one the
+/// operator made, whatever its owner — and one version is never observed twice.
+pub fn observe(spec: &DeploymentSpec, d: &Deployment) -> Option<Observed> {
     let version = d.labels().get(VERSION_LABEL)?.clone();
+    if d.metadata.name.as_deref() != Some(deployment_name(spec, &version).as_str()) {
+        return None;
+    }
     let spec = d.spec.as_ref();
     let status = d.status.as_ref();
     let generation = d.metadata.generation.unwrap_or(0);

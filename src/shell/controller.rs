@@ -320,7 +320,7 @@ async fn observe(ctx: &Context, dpl: Arc<Deployer>) -> Result<Observation> {
         .into_iter()
         .filter(|d| d.namespace().as_deref() == Some(ns.as_str()) && resources::is_owned_by(d, &dpl))
         .collect();
-    let observed = owned.iter().filter_map(|d| resources::observe(d)).collect();
+    let observed = owned.iter().filter_map(|d| resources::observe(&dpl.spec.deployment, d)).collect();
     let (paused, requests) = resources::requests(&dpl);
     let name = dpl.name_any();
     let now = Utc::now().trunc_subsecs(3);
@@ -367,7 +367,7 @@ async fn confirm(
         listed.items.into_iter().filter(|d| resources::is_owned_by(d, &world.dpl)).map(Arc::new).collect();
     let observed: Vec<Observed> = owned
         .iter()
-        .filter_map(|d| resources::observe(d))
+        .filter_map(|d| resources::observe(&world.dpl.spec.deployment, d))
         .map(|o| Observed { available: o.available.min(resources::ready_pods(&pods.items, &o.version)), ..o })
         .collect();
     if observed == world.observed {

@@ -88,7 +88,8 @@ pub struct Input<'a> {
     pub spec: &'a DeployerSpec,
     /// The Deployer's status as last persisted.
     pub status: Option<&'a DeployerStatus>,
-    /// The Deployments the Deployer owns.
+    /// The Deployments the Deployer owns, one per version (a version observed twice counts
+    /// once: its first).
     pub observed: &'a [Observed],
     /// Names of Deployments the rollout needs that exist and belong to someone else.
     pub conflicts: &'a [String],
@@ -187,6 +188,13 @@ impl Run<'_> {
 
 /// Computes the next action of a Deployer's rollout. Pure; see the module documentation.
 pub fn decide(input: &Input) -> Decision {
+    let mut seen = std::collections::HashSet::new();
+    if !input.observed.iter().all(|o| seen.insert(o.version.as_str())) {
+        let mut seen = std::collections::HashSet::new();
+        let unique: Vec<Observed> =
+            input.observed.iter().filter(|o| seen.insert(o.version.clone())).cloned().collect();
+        return decide(&Input { observed: &unique, ..input.clone() });
+    }
     if let Err(why) = validate::spec(input) {
         return halted(input, Reason::InvalidSpec, why);
     }

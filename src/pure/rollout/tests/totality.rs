@@ -234,8 +234,9 @@ fn outcomes() -> impl Strategy<Value = Vec<checks::Outcome>> {
 }
 
 /// Σ pods serving once the moves are made, as a ReplicaSet makes them (unavailable pods go first).
+/// One Deployment per version, as the shell observes them (a version seen twice counts once).
 fn serving_after(observed: &[Observed], d: &Decision) -> i64 {
-    observed
+    unique(observed)
         .iter()
         .filter(|o| !o.deleting && !d.delete.contains(&o.version))
         .map(|o| {
@@ -248,8 +249,17 @@ fn serving_after(observed: &[Observed], d: &Decision) -> i64 {
         .sum()
 }
 
+/// The first observation of each version.
+fn unique(observed: &[Observed]) -> Vec<Observed> {
+    let mut seen = std::collections::HashSet::new();
+    observed.iter().filter(|o| seen.insert(o.version.clone())).cloned().collect()
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+    // TOTALITY_CASES=50000 for a longer search; 3,000 in `make test`.
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("TOTALITY_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(3000)
+    ))]
 
     #[test]
     fn any_spec_status_observation_and_time_gives_a_decision_that_keeps_the_invariants(
@@ -280,7 +290,7 @@ proptest! {
         };
         let d = decide(&input);
         // Nothing below R by the operator's hand (once a stable exists), nor below what served.
-        let before: i64 = observed.iter().filter(|o| !o.deleting)
+        let before: i64 = unique(&observed).iter().filter(|o| !o.deleting)
             .map(|o| i64::from(o.available).clamp(0, i64::from(o.replicas.max(0)))).sum();
         let r = i64::from(spec.deployment.replicas.max(0));
         if d.status.stable_version.is_some() {
