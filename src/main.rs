@@ -44,8 +44,9 @@ struct RunArgs {
     /// Deployers reconciled at once (per watched namespace).
     #[arg(long, env = "DEPLOYER_CONCURRENCY", default_value_t = 16, global = true)]
     concurrency: u16,
-    /// Seconds between refreshes of the remaining-time text of a running wait (0: never).
-    #[arg(long, env = "DEPLOYER_WAIT_REFRESH_SECONDS", default_value_t = 10, global = true)]
+    /// Seconds between refreshes of the remaining-time text of a running wait (0, the default:
+    /// written once when the wait starts, as the seed did; each refresh is a status write).
+    #[arg(long, env = "DEPLOYER_WAIT_REFRESH_SECONDS", default_value_t = 0, global = true)]
     wait_refresh_seconds: u64,
     /// Prometheus for the metric checks of Deployers that name none in
     /// spec.analysis.prometheus.address (e.g. http://prometheus.monitoring:9090).

@@ -1,8 +1,10 @@
 //! Advancing the machine as far as the observations allow.
 //!
-//! A state that is complete hands over to the next; if completing it took moves (a shrink, a
-//! delete), those are made and the new state is persisted, and the next reconcile carries on from
-//! there. A state left for another reason (a wait ran out, a deadline passed) drops its own moves.
+//! A state that is complete hands over to the next; if completing it took a resize (the stable
+//! lowered once the canary is available), that is made and the new state is persisted, and the
+//! next reconcile carries on from there — a delete of a version no state wants any more does not
+//! hold the machine. A state left for another reason (a wait ran out, a deadline passed) drops
+//! its own moves.
 
 use super::{
     Run, control, gates,
@@ -22,6 +24,7 @@ pub fn advance(run: &mut Run) -> Moves {
     let mut passes = 5 * run.plan.len() + 8;
     loop {
         control::hold_or_resume(run);
+        rearm(run);
         let verdict = gates::verdict(run);
         let goal = goal(run);
         let moves = moves::transition(&goal, run.input.observed, floor(run), &|v| {
@@ -41,9 +44,25 @@ pub fn advance(run: &mut Run) -> Moves {
         }
         run.mem.state = next;
         passes -= 1;
-        if (completed && !moves.is_empty()) || passes == 0 {
+        if (completed && !moves.apply.is_empty()) || passes == 0 {
             return moves;
         }
+    }
+}
+
+/// A step's scaling whose progress deadline passed before its canary was even raised — the
+/// operator was down when the wait before it ended — gets its deadline from now: an outage of the
+/// operator is not a slow canary.
+fn rearm(run: &mut Run) {
+    let State::Scaling { step, since } = run.mem.state else { return };
+    if run.mem.stable.is_none() || run.input.now < run.deadline_of(since) {
+        return;
+    }
+    let canary = run.mem.canary.as_deref().unwrap_or_default();
+    let want = goal(run).into_iter().find(|(v, _)| v == canary).map_or(0, |(_, r)| r);
+    let raised = run.input.observed.iter().any(|o| o.version == canary && !o.deleting && o.replicas >= want);
+    if !raised {
+        run.mem.state = State::Scaling { step, since: run.input.now };
     }
 }
 
@@ -51,7 +70,26 @@ pub fn advance(run: &mut Run) -> Moves {
 pub fn goal(run: &Run) -> Vec<(String, i32)> {
     let mem = &run.mem;
     let replicas = run.input.spec.deployment.replicas;
-    moves::targets(&mem.state, mem.stable.as_deref(), mem.canary.as_deref(), &run.plan, replicas)
+    moves::targets(
+        &mem.state,
+        mem.stable.as_deref(),
+        mem.canary.as_deref(),
+        &run.plan,
+        replicas,
+        ends_at_once(run),
+    )
+}
+
+/// Whether the last step, once in place, ends the rollout at once (no sleep, no pause, no checks
+/// after it): then the stable is deleted as soon as the canary serves R, rather than first
+/// lowered to 0 and deleted a reconcile later.
+fn ends_at_once(run: &Run) -> bool {
+    let Some(last) = run.plan.len().checked_sub(1) else { return false };
+    let step = &run.plan[last];
+    step.sleep == 0
+        && !step.pause
+        && !gates::has_checks(run, last, Gate::Wait)
+        && !gates::has_checks(run, last, Gate::AfterStep)
 }
 
 /// Availability is protected once there is a stable version; a first deploy that never ran in
@@ -73,7 +111,8 @@ fn over(run: &Run, moves: &Moves, goal: &[(String, i32)], verdict: &Verdict) -> 
         })
     };
     let (next, completed) = match &run.mem.state {
-        State::Init => (moves.reached && canary_ready(), true),
+        // Init (an older operator's first state of a rollout) hands over to step 1 at once.
+        State::Init => (true, false),
         State::Scaling { .. } if moves.reached && canary_ready() => (true, true),
         State::Scaling { since, .. } => (run.mem.stable.is_some() && now >= run.deadline_of(*since), false),
         State::Waiting { until, .. } => match verdict {
@@ -102,12 +141,14 @@ fn successor(run: &mut Run, verdict: Verdict, completed: bool) -> State {
             State::Paused { step, left: None, by: PauseCause::Check }
         }
         (State::Checking { step, gate: Gate::BeforeStep }, _) => State::Scaling { step, since: now },
-        (State::Checking { step, .. }, _) => gates::enter_step(run, step + 1),
+        (State::Checking { step, .. }, _) => gates::enter_step(run, step + 1, now),
         (State::Waiting { step, .. }, _) if gates::has_checks(run, step, Gate::AfterStep) => {
             State::Checking { step, gate: Gate::AfterStep }
         }
-        (State::Waiting { step, .. }, _) => gates::enter_step(run, step + 1),
-        (State::Init, _) => gates::enter_step(run, 0),
+        // The next step starts when the wait ends: its start is implied by the wait's deadline,
+        // so it needs no status write of its own (one write per step, when it is in place).
+        (State::Waiting { step, until }, _) => gates::enter_step(run, step + 1, until),
+        (State::Init, _) => gates::enter_step(run, 0, now),
         (State::Scaling { step, .. }, _) if completed && step_of(step).pause && run.mem.stable.is_some() => {
             State::Paused { step, left: None, by: PauseCause::Step }
         }

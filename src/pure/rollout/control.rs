@@ -123,7 +123,7 @@ fn promoted(run: &mut Run, step: usize) -> State {
     }
     run.notes
         .push(Note::normal(Reason::PromoteRequested, format!("promoting {canary} past step {}", step + 1)));
-    gates::enter_step(run, step + 1)
+    gates::enter_step(run, step + 1, run.input.now)
 }
 
 /// Whether the rollout is an aborted one that a retry can restart.

@@ -26,15 +26,15 @@ pub fn has_checks(run: &Run, step: usize, gate: Gate) -> bool {
     run.mem.stable.is_some() && checks::any(run.input.spec, run.plan.len(), step, gate)
 }
 
-/// Where the rollout goes to start step `step`: its `BeforeStep` gate if it has one, else its
-/// scaling; past the last step, Finalizing.
-pub fn enter_step(run: &Run, step: usize) -> State {
+/// Where the rollout goes to start step `step` at `since`: its `BeforeStep` gate if it has one,
+/// else its scaling; past the last step, Finalizing.
+pub fn enter_step(run: &Run, step: usize, since: chrono::DateTime<chrono::Utc>) -> State {
     if step >= run.plan.len() {
         State::Finalizing
     } else if has_checks(run, step, Gate::BeforeStep) {
         State::Checking { step, gate: Gate::BeforeStep }
     } else {
-        State::Scaling { step, since: run.input.now }
+        State::Scaling { step, since }
     }
 }
 

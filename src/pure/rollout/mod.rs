@@ -108,20 +108,14 @@ pub struct Input<'a> {
     pub outcomes: &'a [Outcome],
 }
 
-/// Tunables of the core.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Tunables of the core (by default: the wait's text written once, no fallback Prometheus).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Settings {
     /// How often the remaining-time text of a running wait is refreshed in the status (`None`:
     /// written once when the wait starts).
     pub wait_refresh: Option<Duration>,
     /// The Prometheus for metric checks whose Deployer names none.
     pub prometheus: Option<String>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self { wait_refresh: Some(Duration::from_secs(10)), prometheus: None }
-    }
 }
 
 /// A Deployment the operator wants to exist at a given size.
@@ -152,6 +146,9 @@ pub struct Decision {
     pub requeue: Option<Duration>,
     /// Check calls due now (a PromQL query, a webhook).
     pub calls: Vec<Call>,
+    /// What each version should run in the state the machine is in — the one the status
+    /// records, or implies (a step's scaling after a wait that is over).
+    pub goal: Vec<(String, i32)>,
 }
 
 impl Decision {
@@ -223,6 +220,7 @@ pub fn decide(input: &Input) -> Decision {
     let (calls, due) = gates::due(&mut run);
     let requeue = requeue(&run, due);
     let status = record(&run);
+    let goal = advance::goal(&run);
     if let Some(why) = input.refused {
         // Told once per refusal: the condition already saying it means it was told.
         let told = input
@@ -233,11 +231,21 @@ pub fn decide(input: &Input) -> Decision {
             run.notes.push(Note::warning(Reason::WriteRefused, report::clip(why)));
         }
     }
-    Decision { apply: moves.apply, delete: moves.delete, status, notes: run.notes, requeue, calls }
+    // Events follow status writes: a decision that writes nothing announces nothing (its
+    // transitions were announced when they were written), and one that writes says it in one
+    // Event of progress.
+    let notes = if input.status == Some(&status) { Vec::new() } else { report::condense(run.notes) };
+    Decision { apply: moves.apply, delete: moves.delete, status, notes, requeue, calls, goal }
 }
 
-/// The status that records the run's memory.
+/// The status that records the run's memory — or the stored one, unchanged, when it already
+/// implies where the machine is (see [`implied`]).
 fn record(run: &Run) -> DeployerStatus {
+    if run.input.refused.is_none()
+        && let Some(stored) = implied(run)
+    {
+        return stored.clone();
+    }
     let mem = &run.mem;
     let goal = advance::goal(run);
     let want =
@@ -258,6 +266,22 @@ fn record(run: &Run) -> DeployerStatus {
         );
     }
     status
+}
+
+/// The stored status, if it implies the run's state: a wait that is over implies the next step's
+/// scaling, started at the wait's deadline. A step is then written once, when it is in place
+/// (with its wait's deadline), not also when it starts: the scaling between is what the deadline
+/// already says, and a restart derives it again from the same status.
+fn implied<'a>(run: &Run<'a>) -> Option<&'a DeployerStatus> {
+    let stored = run.input.status?;
+    let old = state::read(Some(stored)).ok()??;
+    let State::Waiting { step, until } = old.state else { return None };
+    let mem = &run.mem;
+    let same = mem.state == (State::Scaling { step: step + 1, since: until })
+        && stored.observed_generation == Some(run.input.generation)
+        && (&mem.stable, &mem.canary, &mem.plan, &mem.handled, &mem.checks)
+            == (&old.stable, &old.canary, &old.plan, &old.handled, &old.checks);
+    same.then_some(stored)
 }
 
 /// When to look again without a change: at a wait's end (or its next remaining-time refresh), at
@@ -316,7 +340,15 @@ pub fn halted(input: &Input, reason: Reason, message: String) -> Decision {
     status.observed_generation = Some(input.generation);
     let notes = if already { Vec::new() } else { vec![Note::warning(reason, message)] };
     let requeue = (reason == Reason::NameConflict).then_some(Duration::from_secs(30));
-    Decision { apply: Vec::new(), delete: Vec::new(), status, notes, requeue, calls: Vec::new() }
+    Decision {
+        apply: Vec::new(),
+        delete: Vec::new(),
+        status,
+        notes,
+        requeue,
+        calls: Vec::new(),
+        goal: Vec::new(),
+    }
 }
 
 #[cfg(test)]

@@ -10,13 +10,15 @@ use crate::{
     replicas::split,
 };
 
-/// The replicas each version should run in `state`.
+/// The replicas each version should run in `state`. With `ends_at_once`, the last step (100%)
+/// wants the stable gone rather than at 0: it is deleted once the canary serves R.
 pub fn targets(
     state: &State,
     stable: Option<&str>,
     canary: Option<&str>,
     plan: &[Step],
     replicas: i32,
+    ends_at_once: bool,
 ) -> Vec<(String, i32)> {
     // The step whose split holds: `None` before the first step. Before a step (its gate), the
     // previous step's replicas hold; after it, its own.
@@ -37,7 +39,10 @@ pub fn targets(
         (Some(step), stable, Some(canary)) => {
             let s = split(replicas, percent(step));
             let mut goal = vec![(canary.to_string(), s.canary)];
-            goal.extend(stable.map(|stable| (stable.to_string(), s.stable)));
+            let last = step + 1 >= plan.len() && percent(step) == 100;
+            if !(last && ends_at_once) {
+                goal.extend(stable.map(|stable| (stable.to_string(), s.stable)));
+            }
             goal
         }
         (_, Some(stable), None) => vec![(stable.into(), replicas)],

@@ -152,6 +152,36 @@ fn paused(run: &Run, step: usize, left: Option<TimeDelta>, by: PauseCause) -> No
     }
 }
 
+/// The Events of one decision, condensed: the progress it made (a start, steps, the end) in one
+/// Event — the start's reason if it started a rollout, else the last — and every other Event
+/// (a Warning, a request carried out) as it is.
+pub fn condense(notes: Vec<Note>) -> Vec<Note> {
+    let progress = |n: &Note| {
+        n.severity == Severity::Normal
+            && matches!(
+                n.reason,
+                Reason::Deploying
+                    | Reason::RolloutStarted
+                    | Reason::StepStarted
+                    | Reason::StepCompleted
+                    | Reason::Promoted
+                    | Reason::RolloutComplete
+                    | Reason::GateChecking
+                    | Reason::StepPaused
+            )
+    };
+    let (steps, mut out): (Vec<Note>, Vec<Note>) = notes.into_iter().partition(progress);
+    let start = steps.iter().find(|n| matches!(n.reason, Reason::Deploying | Reason::RolloutStarted));
+    match (start, steps.last()) {
+        (Some(start), Some(last)) if start != last => {
+            out.push(Note { message: format!("{}; {}", start.message, last.message), ..start.clone() })
+        }
+        (_, Some(last)) => out.push(last.clone()),
+        (_, None) => {}
+    }
+    out
+}
+
 /// `24s`: a duration as whole seconds, rounded up.
 pub fn seconds_text(d: TimeDelta) -> String {
     format!("{}s", (d.num_milliseconds().max(0) + 999) / 1000)

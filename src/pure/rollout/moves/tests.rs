@@ -191,12 +191,24 @@ fn make_before_break_table() {
 fn targets_hold_the_previous_step_before_a_gate_and_the_stable_alone_at_the_end() {
     let plan =
         crate::rollout::plan::normalized_steps(&[crate::fixtures::step(10, 5), crate::fixtures::step(50, 5)]);
-    let t = |state: State| targets(&state, Some("1"), Some("2"), &plan, 10);
+    let t = |state: State| targets(&state, Some("1"), Some("2"), &plan, 10, false);
     assert_eq!(t(State::Init), pairs(&[("1", 10), ("2", 0)]));
     assert_eq!(t(State::Checking { step: 0, gate: Gate::BeforeStep }), pairs(&[("1", 10), ("2", 0)]));
     assert_eq!(t(State::Checking { step: 1, gate: Gate::BeforeStep }), pairs(&[("2", 1), ("1", 9)]));
     assert_eq!(t(State::Checking { step: 1, gate: Gate::AfterStep }), pairs(&[("2", 5), ("1", 5)]));
     assert_eq!(t(State::Done), pairs(&[("1", 10)]));
+    // A last step that ends the rollout at once wants the stable gone, not at 0.
+    assert_eq!(
+        targets(
+            &State::Scaling { step: 2, since: chrono::Utc::now() },
+            Some("1"),
+            Some("2"),
+            &plan,
+            10,
+            true
+        ),
+        pairs(&[("2", 10)])
+    );
     // A step beyond the plan (never produced by the codec) holds the last step's split.
     assert_eq!(
         t(State::Paused { step: 99, left: None, by: crate::api::PauseCause::Step }),

@@ -107,8 +107,6 @@ fn promote_during_scaling_moves_on_to_the_next_step() {
     let mut w = World::seed_done();
     w.edit(|s| s.deployment.version = "1.7.8".into());
     w.reconcile();
-    w.settle();
-    w.reconcile();
     assert_eq!(w.phase(), Phase::Scaling);
     request(&mut w, |r, t| r.promote = Some(t));
     let d = w.reconcile();
@@ -125,8 +123,8 @@ fn promote_full_goes_to_100_percent_surge_first() {
     assert_eq!(w.status.as_ref().and_then(|s| s.step.clone()).as_deref(), Some("4/4"));
     w.settle();
     let d = w.reconcile();
-    assert_eq!(scales(&d), [("1.7.7", 0)]);
-    w.converge();
+    assert_eq!(d.delete, ["1.7.7"], "once the canary serves R, the stable goes");
+    assert_eq!(w.phase(), Phase::Done);
     assert_eq!(w.deployments.keys().collect::<Vec<_>>(), ["1.7.8"]);
 }
 
@@ -150,11 +148,10 @@ fn abort_rolls_back_and_retry_restarts_from_step_1() {
     assert!(w.notes.iter().any(|n| n.reason == Reason::AbortRequested && n.severity == Severity::Warning));
 
     request(&mut w, |r, t| r.retry = Some(t));
-    w.reconcile();
-    assert_eq!(w.phase(), Phase::Init);
-    w.settle();
-    w.reconcile();
+    let d = w.reconcile();
+    assert_eq!(w.phase(), Phase::Scaling);
     assert_eq!(w.status.as_ref().and_then(|s| s.current_step), Some(1));
+    assert_eq!(scales(&d), [("1.7.8", 1)], "the canary created again at step 1's size");
     w.converge();
     assert_eq!(w.deployments.keys().collect::<Vec<_>>(), ["1.7.8"]);
 }

@@ -281,11 +281,11 @@ fn an_answer_for_another_run_is_ignored() {
     let mut w =
         world(Analysis { webhooks: vec![hook("load", HookPoint::BeforeStep)], ..Analysis::default() });
     start(&mut w);
-    w.reconcile();
-    w.settle();
-    let d = w.decide();
-    assert_eq!(d.status.phase, Some(Phase::Checking));
-    let mut stale = w.answer(&d.calls);
+    w.reconcile(); // the gate: its call goes out
+    w.mailbox.clear();
+    assert_eq!(w.decide().status.phase, Some(Phase::Checking));
+    let call = w.calls.last().cloned().expect("a call");
+    let mut stale = w.answer(&[call]);
     stale[0].key.run = 7;
     stale[0].answer = Answer::Status(500);
     let d = w.decide_with(&stale);
@@ -363,8 +363,6 @@ fn a_call_in_flight_is_not_made_again_and_a_lost_one_counts_as_unanswered_after_
     let mut w =
         world(Analysis { webhooks: vec![hook("gate", HookPoint::BeforeStep)], ..Analysis::default() });
     start(&mut w);
-    w.reconcile(); // Init
-    w.settle();
     w.reconcile(); // the BeforeStep gate: the call goes out, marked in flight in the status
     assert_eq!(calls_of(&w, "webhook/gate").len(), 1);
     assert!(status(&w).checks[0].started_at.is_some());
@@ -393,8 +391,6 @@ fn no_more_than_eight_calls_of_one_deployer_are_in_flight() {
     let hooks = (0..16).map(|i| hook(&format!("h{i}"), HookPoint::BeforeStep)).collect();
     let mut w = world(Analysis { webhooks: hooks, ..Analysis::default() });
     start(&mut w);
-    w.reconcile();
-    w.settle();
     let d = w.reconcile();
     assert_eq!(d.calls.len(), checks::MAX_IN_FLIGHT);
     let d = w.reconcile(); // the first eight answered, the next eight go out

@@ -147,16 +147,10 @@ fn acted(
         );
     }
     let stable = d.status.stable_version.clone();
-    let canary = d.status.canary_version.clone();
+    let target = |v: &str| d.goal.iter().find(|(g, _)| g == v).map(|(_, r)| *r);
     for (v, after) in &w.deployments {
         let was = before.deployments.get(v).map_or(0, |o| o.replicas);
-        let want = if Some(v) == stable.as_ref() {
-            d.status.stable_replicas
-        } else if Some(v) == canary.as_ref() {
-            d.status.canary_replicas
-        } else {
-            None
-        };
+        let want = target(v);
         match want {
             Some(t) => prop_assert!(
                 after.replicas >= was.min(t) && after.replicas <= was.max(t),
@@ -174,7 +168,7 @@ fn acted(
             .map(|o| o.replicas)
             .max()
             .unwrap_or(0);
-        let canary_target = d.status.canary_replicas.unwrap_or(0);
+        let canary_target = d.status.canary_version.as_deref().and_then(target).unwrap_or(0);
         // While a change of R is carried out, the old R may still stand.
         let r_max = r.max(last_replicas);
         let bound = (r_max + canary_target.max(surge_before)).max(total(before));

@@ -36,9 +36,10 @@ fn deadlines_and_waits_at_the_ends_of_the_calendar_do_not_overflow() {
     let mut s = w.status.clone().expect("status");
     s.wait_until = Some(DateTime::<Utc>::MAX_UTC);
     w.status = Some(s);
+    w.settings.wait_refresh = Some(Duration::from_secs(10));
     let d = w.reconcile();
     assert_eq!(w.phase(), Phase::Waiting);
-    assert_eq!(d.requeue, Some(Settings::default().wait_refresh.expect("a refresh")));
+    assert_eq!(d.requeue, Some(Duration::from_secs(10)));
     w.settings.wait_refresh = None;
     assert_eq!(w.decide().requeue, Some(MAX_REQUEUE), "a wait of 260,000 years is looked at hourly");
     w.now = DateTime::<Utc>::MAX_UTC;
@@ -75,7 +76,7 @@ fn a_status_wiped_mid_rollout_restarts_from_step_1_without_promoting_the_canary(
     assert_eq!(w.pair(), (Some(3), Some(7)));
     w.status = None;
     let d = w.reconcile();
-    assert_eq!(w.reasons().last(), Some(&"StatusLost"));
+    assert!(w.reasons().contains(&"StatusLost"), "{:?}", w.reasons());
     let status = w.status.clone().expect("status");
     assert_eq!(
         (status.stable_version.as_deref(), status.canary_version.as_deref()),
@@ -210,12 +211,9 @@ fn a_cache_older_than_the_operators_own_write_never_takes_the_stable_below_r() {
     let d = w.reconcile();
     assert_eq!(scales(&d), [("1.7.8", 2)], "the operator takes the canary back to its step");
     w.advance(6.0);
-    // Decided on the cache alone, the next step would lower the stable to 0 with 2 canary pods.
+    // Decided on the cache alone, the last step would delete the stable with 2 canary pods ready.
     let on_cache = w.decide();
-    assert!(
-        on_cache.apply.contains(&Scale { version: "1.7.7".into(), replicas: 0, create: false }),
-        "{on_cache:?}"
-    );
+    assert_eq!(on_cache.delete, ["1.7.7"], "{on_cache:?}");
     let before = available(&w);
     w.reconcile();
     assert_eq!(
@@ -226,11 +224,11 @@ fn a_cache_older_than_the_operators_own_write_never_takes_the_stable_below_r() {
     assert_eq!(w.replicas("1.7.7"), Some(2));
 }
 
-/// The dip the short chaos run caught most often: a crash between scaling the canary up for step 1
-/// and writing the status left it in Init, whose goal took the canary back to 0; step 1 then
-/// raised it to 1 again. The Deployment's status caught up with the spec but still counted the pod
-/// just removed (its ReplicaSet's status had not), so the stable was lowered to 3 with no canary
-/// pod ready. A break is confirmed on the pods themselves; without that the model reaches the dip.
+/// The dip the short chaos run caught most often: the canary was taken down and raised again in
+/// quick succession (by a person's hand here; by an older operator's Init after a crash there),
+/// and its Deployment's status caught up with the spec while still counting the pod just removed
+/// (its ReplicaSet's status had not), so the stable was lowered with no canary pod ready. A break
+/// is confirmed on the pods themselves; without that the model reaches the dip.
 #[test]
 fn a_status_still_counting_a_removed_pod_never_lets_the_stable_go_below_r() {
     let run = |confirm: bool| {
@@ -241,19 +239,12 @@ fn a_status_still_counting_a_removed_pod_never_lets_the_stable_go_below_r() {
         w.confirm = confirm;
         w.converge();
         w.edit(|s| s.deployment.version = "1.7.8".into());
-        w.reconcile(); // Init: the canary created at 0
+        assert_eq!(scales(&w.reconcile()), [("1.7.8", 1)], "step 1: the canary created at 1");
         w.settle();
-        // Step 1's scale-up of the canary is made, its status not written (an older operator
-        // acted first and persisted after, and died in between).
-        let (d, basis) = w.decision();
-        assert_eq!(scales(&d), [("1.7.8", 1)]);
-        w.carry_out(&d, &basis, usize::MAX);
-        w.settle();
-        // Init again takes the canary back to 0; then step 1 raises it to 1 again.
-        assert_eq!(scales(&w.reconcile()), [("1.7.8", 0)]);
-        w.deployments.values_mut().for_each(|d| d.synced = true);
-        w.reconcile();
-        assert_eq!(w.replicas("1.7.8"), Some(1));
+        // By hand, the canary to 0 (its pod goes at once; its status does not say so yet) …
+        w.scale_by_hand("1.7.8", 0);
+        // … and the operator raises it again.
+        assert_eq!(scales(&w.reconcile()), [("1.7.8", 1)]);
         // The Deployment controller catches up with the spec, counting the removed pod still.
         w.deployments.values_mut().for_each(|d| d.synced = true);
         let before = available(&w);

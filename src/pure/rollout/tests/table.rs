@@ -29,19 +29,25 @@ fn seed_rollout_moves_1_9_3_7_6_4_10_0_with_the_sleeps_between() {
     let start = w.now;
     w.edit(|s| s.deployment.version = "1.7.8".into());
 
-    // Init: the canary is created at 0 while the stable stays at 10.
+    // Step 1 starts at once: the canary is created at its size while the stable stays at 10.
     let d = w.reconcile();
-    assert_eq!(scales(&d), [("1.7.8", 0)]);
-    assert_eq!(w.phase(), Phase::Init);
+    assert_eq!(d.apply, vec![Scale { version: "1.7.8".into(), replicas: 1, create: true }]);
+    assert_eq!(w.phase(), Phase::Scaling);
     w.settle();
 
+    // The status is written once per step, when the step is in place (its wait's deadline).
     let mut seen = Vec::new();
     let mut waits = Vec::new();
+    let mut writes = 1;
     for _ in 0..100 {
+        let before = w.status.clone();
         let d = w.reconcile();
         w.settle();
         let s = w.status.clone().expect("status");
-        if s.phase == Some(Phase::Waiting) && seen.last() != Some(&w.pair()) {
+        if before.as_ref() != Some(&s) {
+            writes += 1;
+        }
+        if s.phase == Some(Phase::Waiting) && before.as_ref() != Some(&s) {
             seen.push(w.pair());
             waits.push((
                 s.progress.clone().expect("progress"),
@@ -49,6 +55,7 @@ fn seed_rollout_moves_1_9_3_7_6_4_10_0_with_the_sleeps_between() {
             ));
         }
         if s.phase == Some(Phase::Done) {
+            seen.push(w.pair());
             break;
         }
         if d.apply.is_empty()
@@ -60,10 +67,11 @@ fn seed_rollout_moves_1_9_3_7_6_4_10_0_with_the_sleeps_between() {
     }
     assert_eq!(
         seen,
-        [(Some(1), Some(9)), (Some(3), Some(7)), (Some(6), Some(4)), (Some(10), Some(0))],
-        "canary/stable pairs at each step"
+        [(Some(1), Some(9)), (Some(3), Some(7)), (Some(6), Some(4)), (Some(10), None)],
+        "canary/stable pairs at each step; at 100% the stable is deleted once the canary serves R"
     );
-    assert_eq!(waits.iter().map(|w| w.1).collect::<Vec<_>>(), [60, 30, 30, 0]);
+    assert_eq!(writes, 5, "one status write per step (the last one is Done), and one at the start");
+    assert_eq!(waits.iter().map(|w| w.1).collect::<Vec<_>>(), [60, 30, 30]);
     assert_eq!(waits[2].0.step, "no. 3");
     assert_eq!(waits[2].0.percentage, "60% has been deployed");
     assert_eq!(waits[2].0.wait, "30s till next step");
@@ -72,24 +80,24 @@ fn seed_rollout_moves_1_9_3_7_6_4_10_0_with_the_sleeps_between() {
     assert_eq!(w.replicas("1.7.8"), Some(10));
     let s = w.status.as_ref().expect("status");
     assert_eq!(s.stable_version.as_deref(), Some("1.7.8"));
-    assert_eq!(s.progress.as_ref().map(|p| p.step.as_str()), Some("no. 4"));
     // The sleeps ran in full: 60 + 30 + 30 seconds.
     assert!(w.now - start >= TimeDelta::seconds(120), "rollout took {}", w.now - start);
     assert!(w.now - start < TimeDelta::seconds(122), "rollout took {}", w.now - start);
-    // One Event per transition, none repeated.
+    // One Event per step at most, plus the start and the end; none repeated.
     let reasons = w.reasons();
-    let starts = reasons.iter().filter(|r| **r == "StepStarted").count();
-    let completes = reasons.iter().filter(|r| **r == "StepCompleted").count();
-    assert_eq!((starts, completes), (4, 4), "{reasons:?}");
-    assert_eq!(reasons.iter().filter(|r| **r == "RolloutComplete").count(), 2, "first deploy + rollout");
+    let count = |r: &str| reasons.iter().filter(|x| **x == r).count();
+    assert_eq!(
+        (count("RolloutStarted"), count("StepStarted"), count("StepCompleted")),
+        (1, 0, 3),
+        "{reasons:?}"
+    );
+    assert_eq!(count("RolloutComplete"), 2, "first deploy + rollout: {reasons:?}");
 }
 
 #[test]
 fn a_step_raises_the_canary_first_and_lowers_the_stable_only_once_it_is_available() {
     let mut w = World::seed_done();
     w.edit(|s| s.deployment.version = "1.7.8".into());
-    w.reconcile();
-    w.settle();
     let d = w.reconcile();
     assert_eq!(scales(&d), [("1.7.8", 1)], "canary up, stable untouched");
     assert_eq!(w.phase(), Phase::Scaling);
@@ -140,14 +148,21 @@ fn a_wait_ends_at_its_persisted_deadline_not_earlier_not_later() {
         Some("1s till next step")
     );
     w.now = until;
+    let stored = w.status.clone();
     let d = w.reconcile();
-    assert_eq!(w.phase(), Phase::Scaling);
     assert_eq!(scales(&d), [("1.7.8", 3)]);
+    // Step 2's scaling is implied by the wait's deadline: no status write, no Event.
+    assert_eq!(w.status, stored);
+    assert!(d.notes.is_empty(), "{:?}", d.notes);
+    assert_eq!(d.goal, [("1.7.8".to_string(), 3), ("1.7.7".to_string(), 7)]);
 }
 
 #[test]
 fn the_wait_text_counts_down_and_requeues_for_refresh() {
     let mut w = seed_waiting();
+    // Written once per wait by default; every 10 s with a refresh.
+    assert_eq!(w.decide().requeue, Some(Duration::from_secs(60)));
+    w.settings.wait_refresh = Some(Duration::from_secs(10));
     let wait = |w: &World| w.status.as_ref().and_then(|s| s.progress.as_ref()).map(|p| p.wait.clone());
     assert_eq!(wait(&w).as_deref(), Some("60s till next step"));
     let d = w.decide();
@@ -166,9 +181,10 @@ fn replica_pairs_for_r_20_are_2_18_6_14_12_8_20_0() {
     w.edit(|s| s.deployment.version = "1.7.8".into());
     let mut seen = Vec::new();
     for _ in 0..200 {
+        let before = w.status.clone();
         w.reconcile();
         w.settle();
-        if w.phase() == Phase::Waiting && seen.last() != Some(&w.pair()) {
+        if before != w.status && matches!(w.phase(), Phase::Waiting | Phase::Done) {
             seen.push(w.pair());
         }
         if w.phase() == Phase::Done {
@@ -178,7 +194,7 @@ fn replica_pairs_for_r_20_are_2_18_6_14_12_8_20_0() {
             w.advance(t.as_secs_f64());
         }
     }
-    assert_eq!(seen, [(Some(2), Some(18)), (Some(6), Some(14)), (Some(12), Some(8)), (Some(20), Some(0))]);
+    assert_eq!(seen, [(Some(2), Some(18)), (Some(6), Some(14)), (Some(12), Some(8)), (Some(20), None)]);
 }
 
 #[test]
@@ -253,9 +269,13 @@ fn a_third_version_mid_rollout_restarts_from_step_1_against_the_same_stable() {
     assert_eq!(w.pair(), (Some(3), Some(7)));
     w.edit(|s| s.deployment.version = "1.7.9".into());
     let d = w.reconcile();
-    assert_eq!(w.phase(), Phase::Init);
-    assert_eq!(scales(&d), [("1.7.7", 10), ("1.7.9", 0)], "stable restored first, new canary created");
-    assert!(d.delete.is_empty(), "abandoned canary kept until the stable is back");
+    assert_eq!(w.phase(), Phase::Scaling);
+    assert_eq!(
+        scales(&d),
+        [("1.7.9", 1), ("1.7.7", 9)],
+        "new canary at step 1, stable up to step 1's size first"
+    );
+    assert!(d.delete.is_empty(), "abandoned canary kept until what it serves can be spared");
     w.settle();
     let d = w.reconcile();
     assert_eq!(d.delete, ["1.7.8"]);
