@@ -31,7 +31,16 @@ demo-checks: ## Step gates for real: a Prometheus success-rate check passes 1.0.
 	@bash scripts/checks-demo.sh
 
 .PHONY: test
-test: lint test-unit test-e2e ## Lint, unit and property tests, then end-to-end tests on the local control plane
+test: lint test-unit image-test test-e2e ## Lint, unit and property tests, the image test, then end-to-end tests on the local control plane
+
+.PHONY: test-node
+test-node: ## The operator's image as 2 pods on real nodes: make deploy, rollouts, leader handover, restart mid-rollout
+ifeq ($(CLUSTER),local)
+	@$(MAKE) --no-print-directory deploy
+	cargo test --locked --test e2e_node -- --nocapture --test-threads=1
+else
+	@echo "test-node runs on the local control plane's real nodes only (CLUSTER=local)" >&2; exit 1
+endif
 
 ## --- building blocks --------------------------------------------------------------------------
 
@@ -106,6 +115,18 @@ cluster-down: ## Stop the demo's operator and the local control plane (only what
 cluster-status: ## Health of the local control plane
 	@bash tests/cluster/cluster.sh status
 
+.PHONY: node-up
+node-up: ## Add the real nodes (kubelet + containerd + runc) to the local control plane (starts it if needed)
+	@bash tests/cluster/cluster.sh node up
+
+.PHONY: node-down
+node-down: ## Stop the real nodes and their containers (the control plane stays)
+	@bash tests/cluster/cluster.sh node down
+
+.PHONY: node-status
+node-status: ## Health of the real nodes
+	@bash tests/cluster/cluster.sh node status
+
 .PHONY: install
 install: ## Apply the CRD (crds/) to the cluster of KUBECONFIG
 	kubectl apply --server-side --force-conflicts -f crds/
@@ -122,8 +143,9 @@ run: ## Run the operator locally against KUBECONFIG
 ## --- image and deployment ---------------------------------------------------------------------
 # The operator's container image, and the operator in a cluster (docs/operations.md). deploy and
 # undeploy act on the cluster of KUBECONFIG like every target above: CLUSTER=local (the default) is
-# the local control plane, where the operator's pod lands on a kwok node and never really runs;
-# CLUSTER=current is yours. IMG must carry an explicit tag (or, for deploy, a digest), never :latest.
+# the local control plane, where make deploy runs the image `make image` built (by digest) as pods
+# on its real nodes (deploy/ + deploy/local/); CLUSTER=current is yours. IMG must carry an explicit
+# tag (or, for deploy, a digest), never :latest.
 
 DOCKER ?= docker
 # deploy (cluster-wide) or deploy/namespaced; DEPLOY_NAMESPACE, if set, overrides the namespace.
@@ -132,7 +154,8 @@ DEPLOY_NAMESPACE ?=
 DEPLOY_TIMEOUT ?= 120s
 MINIKUBE ?= minikube
 MINIKUBE_PROFILE ?= minikube
-# docker-env: build inside minikube's Docker; load: build here, then `minikube image load`.
+# docker-env: build inside minikube's Docker; load: docker build here, then `minikube image load`;
+# archive: make image (buildah, no Docker), then `minikube image load` of its archive.
 MINIKUBE_IMAGE_SOURCE ?= docker-env
 # Where minikube wrote its context: ~/.kube/config, or your KUBECONFIG with CLUSTER=current.
 ifeq ($(CLUSTER),local)
@@ -150,19 +173,36 @@ docker-build: ## Build the image IMG=name:tag (needs a container engine)
 	@$(DEPLOY_ENV) bash scripts/deploy.sh check-img
 	$(DOCKER) build -t '$(IMG)' .
 
+.PHONY: image
+image: ## Build the image here without Docker or a registry (buildah, the same Dockerfile): target/image/deployer-operator.oci.tar
+	@IMG='$(IMG)' bash scripts/image.sh build
+
+.PHONY: image-test
+image-test: image ## Inspect the archive of make image (user, entrypoint, files, CA bundle, size) and run it under runc
+	@bash scripts/image.sh test
+
 .PHONY: image-check
 image-check: ## Without a container engine: build the image's static musl binary as the Dockerfile does and check it
 	@bash scripts/image-check.sh
 
 .PHONY: deploy
 deploy: ## CRD (make install), then the operator (DEPLOY_DIR, default deploy/) with image IMG; waits for its rollout
+ifeq ($(CLUSTER),local)
+	@$(MAKE) --no-print-directory node-up install
+	@$(DEPLOY_ENV) bash scripts/deploy.sh local
+else
 	@$(DEPLOY_ENV) bash scripts/deploy.sh check-img digest-ok
 	@$(MAKE) --no-print-directory install
 	@$(DEPLOY_ENV) bash scripts/deploy.sh apply
+endif
 
 .PHONY: undeploy
 undeploy: ## Remove the operator (DEPLOY_DIR); the CRD, the Deployers and their Deployments stay
+ifeq ($(CLUSTER),local)
+	@$(DEPLOY_ENV) bash scripts/deploy.sh local-delete
+else
 	@$(DEPLOY_ENV) bash scripts/deploy.sh delete
+endif
 
 .PHONY: minikube-deploy
 minikube-deploy: ## Build the image inside minikube with a unique tag, then make install + deploy there

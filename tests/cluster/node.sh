@@ -22,7 +22,9 @@
 # kernel.panic_on_oops, kernel.keys.root_maxkeys, kernel.keys.root_maxbytes; its
 # protectKernelDefaults makes it refuse to start instead, so the files show it the values it
 # wants, and the host keeps its own). When the namespace's last process exits, all of it is gone.
-# Pod cgroups are created under /deployer-node-<i> in each hierarchy and removed by `node down`.
+# Pod cgroups: with no QoS cgroups the kubelet names no parent, and containerd puts each container
+# at /k8s.io/<id> in every hierarchy (runc removes it with the container); `node down` removes the
+# (empty) /k8s.io where `node up` found none.
 
 NODE_COUNT=${NODE_COUNT:-2}
 NODE_DIR=$CLUSTER_DIR/node
@@ -80,6 +82,13 @@ write_containerd_config() {
 {"cniVersion": "1.0.0", "name": "host-network-only",
  "plugins": [{"type": "no-pod-network-on-this-node-use-hostNetwork"}]}
 EOF
+  mkdir -p "$d/registry/_default"
+  cat >"$d/registry/_default/hosts.toml" <<EOF
+# Every registry, for containerd of real node $i: nowhere (loopback, discard port).
+server = "http://127.0.0.1:9"
+[host."http://127.0.0.1:9"]
+  capabilities = ["pull", "resolve"]
+EOF
   cat >"$d/containerd/config.toml" <<EOF
 # containerd of real node $i (cluster.sh node up). Everything under $d; no TCP listener.
 version = 3
@@ -115,6 +124,10 @@ disabled_plugins = [
 
 [plugins."io.containerd.cri.v1.images"]
   snapshotter = "overlayfs"
+  # Images come from archives (node load); a pull of any image goes to 127.0.0.1:9, where nothing
+  # answers, never to a registry.
+  [plugins."io.containerd.cri.v1.images".registry]
+    config_path = "$d/registry"
   [plugins."io.containerd.cri.v1.images".pinned_images]
     sandbox = "$PAUSE_IMAGE"
 
@@ -163,7 +176,8 @@ containerRuntimeEndpoint: unix://$d/containerd.sock
 failCgroupV1: false
 cgroupDriver: cgroupfs
 cgroupsPerQOS: false
-cgroupRoot: /deployer-node-$i
+# (containerd's parent for the pods: the kubelet reads their usage there)
+cgroupRoot: /k8s.io
 enforceNodeAllocatable: []
 failSwapOn: false
 # Check, never change, the host's kernel settings (node-ns shows the kubelet the values it wants).
@@ -175,6 +189,16 @@ volumePluginDir: $d/kubelet/volume-plugins
 resolvConf: /etc/resolv.conf
 clusterDomain: cluster.local
 maxPods: 20
+# The disk is shared with everything else on this machine, and its free space counts against a
+# size it cannot reach (252 GB with 38 GB available looks 85 % full): absolute thresholds, and no
+# image garbage collection (the images here are imported, never pulled again).
+evictionHard:
+  memory.available: 100Mi
+  nodefs.available: 2Gi
+  imagefs.available: 2Gi
+  nodefs.inodesFree: 1%
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
 serializeImagePulls: false
 shutdownGracePeriod: 0s
 registerWithTaints:
@@ -236,6 +260,7 @@ subjectAltName=IP:$name")
     write_kubelet_config "$i"
   done
 
+  record_node_cgroups
   # The mount namespace (see the top of this file).
   mkdir -p "$NODE_DIR/sysctl"
   start node-ns unshare --mount --propagation private -- bash "$here/node/ns.sh" "$NODE_DIR"
@@ -282,6 +307,7 @@ on_node_up_exit() {
 # node_why_unhealthy: empty when the recorded nodes run and are Ready.
 node_why_unhealthy() {
   [ -f "$NODE_MARKER" ] || { echo "node ready marker missing"; return; }
+  load_ports || { echo "the control plane's ports.env is missing"; return; }
   [ "$(cat "$NODE_MARKER")" = "$VERSIONS containerd=$CONTAINERD_VERSION nodes=$NODE_COUNT" ] ||
     { echo "built for other versions ($(cat "$NODE_MARKER"))"; return; }
   load_node_env || { echo "node.env missing"; return; }
@@ -329,7 +355,7 @@ node_stop() {
     fi
   fi
   stop_one node-ns
-  for ((i = 0; i < ${NODE_COUNT:-0}; i++)); do remove_node_cgroups "/deployer-node-$i"; done
+  remove_node_cgroups
   rm -f "$NODE_MARKER"
 }
 
@@ -368,16 +394,26 @@ stop_one() {
   rm -f "$PIDS/$name.pid"
 }
 
-# remove_node_cgroups ROOT: the (empty) cgroups runc created under ROOT in every hierarchy; only
-# ROOT and what is below it, deepest first. A cgroup with a process in it is left and reported.
-remove_node_cgroups() {
-  local root=$1 mnt d
+# record_node_cgroups: the hierarchies without a /k8s.io cgroup before the nodes start (containerd
+# creates it there: ours to remove).
+record_node_cgroups() {
+  local mnt
   for mnt in /sys/fs/cgroup/*; do
-    [ -d "$mnt$root" ] || continue
+    [ -d "$mnt" ] && ! [ -L "$mnt" ] && ! [ -e "$mnt/k8s.io" ] && echo "$mnt/k8s.io"
+  done >"$NODE_DIR/cgroups-created"
+}
+
+# remove_node_cgroups: the /k8s.io cgroups record_node_cgroups listed and what runc left below
+# them, deepest first; only empty ones (rmdir). One with a process in it is left and reported.
+remove_node_cgroups() {
+  local root d
+  [ -f "$NODE_DIR/cgroups-created" ] || return 0
+  while IFS= read -r root; do
+    [ -d "$root" ] || continue
     while IFS= read -r d; do
       rmdir "$d" 2>/dev/null || log "WARNING: cannot remove cgroup $d (still in use?)"
-    done < <(find "$mnt$root" -depth -type d)
-  done
+    done < <(find "$root" -depth -type d)
+  done <"$NODE_DIR/cgroups-created"
 }
 
 cmd_node_down() {
@@ -418,13 +454,24 @@ cmd_node_status() {
 # node load ARCHIVE: the image in ARCHIVE into every node's containerd, under the name it carries.
 cmd_node_load() {
   local archive=$1 i
+  local reason
   [ -f "$archive" ] || { log "node load: $archive does not exist"; exit 1; }
-  [ -z "$(node_why_unhealthy)" ] || { log "node load: the real nodes are not up: $(node_why_unhealthy)"; exit 1; }
+  reason=$(node_why_unhealthy)
+  [ -z "$reason" ] || { log "node load: the real nodes are not up: $reason"; exit 1; }
   load_node_env
+  # The name and manifest digest the archive's OCI index records: the image is also named
+  # <name>@<digest>, which CRI looks up for a pod that names it by digest (a pull would record it).
+  local name digest
+  read -r name digest < <(tar -xOf "$archive" index.json | "$PYTHON" -c '
+import json, sys
+m = json.load(sys.stdin)["manifests"][0]
+print(m.get("annotations", {}).get("org.opencontainers.image.ref.name", ""), m["digest"])')
+  [ -n "$name" ] && [ -n "$digest" ] || { log "node load: no image name or digest in $archive's index.json"; exit 1; }
   for ((i = 0; i < NODE_COUNT; i++)); do
     # (ctr repeats the daemon's deprecation warnings on stderr: shown only on failure)
-    ctr_ "$i" images import "$archive" >"$LOGS/ctr-import.log" 2>&1 ||
+    { ctr_ "$i" images import "$archive" &&
+      ctr_ "$i" images tag --force "$name" "${name%:*}@$digest"; } >"$LOGS/ctr-import.log" 2>&1 ||
       { cat "$LOGS/ctr-import.log" >&2; log "node load: import into containerd-$i failed"; exit 1; }
   done
-  echo "loaded $archive into $NODE_COUNT nodes"
+  echo "loaded $archive into $NODE_COUNT nodes: $name, ${name%:*}@$digest"
 }
