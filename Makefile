@@ -23,7 +23,7 @@ help: ## List the targets
 ## --- the two commands -------------------------------------------------------------------------
 
 .PHONY: demo
-demo: ## Local control plane + CRD + operator, the seed's nginx at 1.7.7, then 1.7.8 as a live canary
+demo: ## Local control plane + CRD + operator, the seed's nginx at 1.7.7, then 1.7.8 as a live canary; the operator killed mid-wait
 	@bash scripts/demo.sh
 
 .PHONY: demo-checks
