@@ -60,7 +60,7 @@ test-unit: ## Unit, table and property tests of the pure parts (no cluster)
 .PHONY: test-e2e
 test-e2e: ## End-to-end tests; brings the local control plane up first (CLUSTER=current: use KUBECONFIG)
 ifeq ($(CLUSTER),local)
-	@$(MAKE) --no-print-directory cluster-up
+	@$(MAKE) --no-print-directory cluster-up no-deployed-operator
 endif
 	cargo test --locked --tests -- --test-threads=$(E2E_THREADS)
 
@@ -70,7 +70,7 @@ BENCH_VENV := target/bench/venv
 .PHONY: bench
 bench: ## Benchmark: N Deployers rolled out at once (BENCH_SIZES=10,100,1000); table, JSON and PNG under target/bench/
 ifeq ($(CLUSTER),local)
-	@$(MAKE) --no-print-directory cluster-up
+	@$(MAKE) --no-print-directory cluster-up no-deployed-operator
 endif
 	cargo bench --locked --bench rollouts
 	@$(MAKE) --no-print-directory bench-plot
@@ -92,7 +92,7 @@ CHAOS_KILLS ?= 20
 .PHONY: chaos
 chaos: ## Chaos: 50 rollouts, >= 20 kill -9 of the operator, apiserver + etcd restarts, hand edits; a checker throughout
 ifeq ($(CLUSTER),local)
-	@$(MAKE) --no-print-directory cluster-up
+	@$(MAKE) --no-print-directory cluster-up no-deployed-operator
 endif
 	CHAOS_ROLLOUTS=$(CHAOS_ROLLOUTS) CHAOS_KILLS=$(CHAOS_KILLS) \
 	CHAOS_CONTROL_PLANE=$(if $(filter local,$(CLUSTER)),1,0) \
@@ -114,6 +114,15 @@ cluster-down: ## Stop the demo's operator and the local control plane (only what
 .PHONY: cluster-status
 cluster-status: ## Health of the local control plane
 	@bash tests/cluster/cluster.sh status
+
+# The operator make deploy runs on the local real nodes watches every namespace: beside the tests'
+# and benchmarks' own operator processes it would be a second operator on their Deployers.
+.PHONY: no-deployed-operator
+no-deployed-operator:
+	@if [ "$$(kubectl -n deployer-system get deployment deployer-operator -o jsonpath='{.spec.template.spec.hostNetwork}' 2>/dev/null)" = true ]; then \
+	  echo "make: removing the operator make deploy put on the real nodes (it would act on the tests' Deployers too; make deploy puts it back)"; \
+	  $(MAKE) --no-print-directory undeploy; \
+	fi
 
 .PHONY: node-up
 node-up: ## Add the real nodes (kubelet + containerd + runc) to the local control plane (starts it if needed)
