@@ -140,8 +140,10 @@ cmd_build() {
   name=$(full_name "$IMG")
   mkdir -p "$out"
   log "buildah build of the Dockerfile, RUST_IMAGE=$base, as $name (isolation $isolation)"
-  # --pull=never: nothing is fetched from a registry; --layers: the dependency layer stays cached.
-  buildah build --pull=never --layers --network host --isolation "$isolation" --timestamp 0 \
+  # --pull=never: nothing is fetched from a registry; --layers: the dependency layer stays cached
+  # (old layers stay in /var/lib/containers until `buildah prune`); --force-rm: no working
+  # container is left behind by a failed build.
+  buildah build --pull=never --layers --force-rm --network host --isolation "$isolation" --timestamp 0 \
     --build-arg RUST_IMAGE="$base" -f Dockerfile -t "$name" . >"$out/build.log" 2>&1 ||
     { tail -40 "$out/build.log" >&2; die "buildah build (log: $out/build.log)"; }
   rm -f "$archive.tmp"
