@@ -34,7 +34,7 @@ help: ## List the targets
 ## --- the two commands -------------------------------------------------------------------------
 
 .PHONY: demo
-demo: ## Local control plane + CRD + operator, the seed's nginx at 1.7.7, then 1.7.8 as a live canary
+demo: ## Local control plane + CRD + operator, the seed's nginx at 1.7.7, then 1.7.8 as a live canary; the operator killed mid-wait
 	@bash scripts/demo.sh
 
 .PHONY: demo-checks
@@ -42,7 +42,16 @@ demo-checks: ## Step gates for real: a Prometheus success-rate check passes 1.0.
 	@bash scripts/checks-demo.sh
 
 .PHONY: test
-test: lint test-unit test-e2e ## Lint, unit and property tests, then end-to-end tests on the local control plane
+test: lint test-unit image-test test-e2e ## Lint, unit and property tests, the image test, then end-to-end tests on the local control plane
+
+.PHONY: test-node
+test-node: ## The operator's image as 2 pods on real nodes: make deploy, rollouts, leader handover, restart mid-rollout
+ifeq ($(CLUSTER),local)
+	@$(MAKE) --no-print-directory deploy
+	cargo test --locked --test e2e_node -- --nocapture --test-threads=1
+else
+	@echo "test-node runs on the local control plane's real nodes only (CLUSTER=local)" >&2; exit 1
+endif
 
 ## --- building blocks --------------------------------------------------------------------------
 
@@ -64,7 +73,7 @@ test-unit: ## Unit, table and property tests of the pure parts (no cluster)
 .PHONY: test-e2e
 test-e2e: ## End-to-end tests; brings the local control plane up and builds the tools first (CLUSTER=current: use KUBECONFIG)
 ifeq ($(CLUSTER),local)
-	@$(MAKE) --no-print-directory cluster-up
+	@$(MAKE) --no-print-directory cluster-up no-deployed-operator
 endif
 	@$(MAKE) --no-print-directory tools
 	cargo test --locked --tests -- --test-threads=$(E2E_THREADS)
@@ -75,7 +84,7 @@ BENCH_VENV := target/bench/venv
 .PHONY: bench
 bench: ## Benchmark: N Deployers rolled out at once (BENCH_SIZES=10,100,1000); table, JSON and PNG under target/bench/
 ifeq ($(CLUSTER),local)
-	@$(MAKE) --no-print-directory cluster-up
+	@$(MAKE) --no-print-directory cluster-up no-deployed-operator
 endif
 	cargo bench --locked --bench rollouts
 	@$(MAKE) --no-print-directory bench-plot
@@ -97,7 +106,7 @@ CHAOS_KILLS ?= 20
 .PHONY: chaos
 chaos: ## Chaos: 50 rollouts, >= 20 kill -9 of the operator, apiserver + etcd restarts, hand edits; a checker throughout
 ifeq ($(CLUSTER),local)
-	@$(MAKE) --no-print-directory cluster-up
+	@$(MAKE) --no-print-directory cluster-up no-deployed-operator
 endif
 	CHAOS_ROLLOUTS=$(CHAOS_ROLLOUTS) CHAOS_KILLS=$(CHAOS_KILLS) \
 	CHAOS_CONTROL_PLANE=$(if $(filter local,$(CLUSTER)),1,0) \
@@ -129,6 +138,27 @@ cluster-down: ## Stop the demo's operator and the local control plane (only what
 cluster-status: ## Health of the local control plane
 	@bash tests/cluster/cluster.sh status
 
+# The operator make deploy runs on the local real nodes watches every namespace: beside the tests'
+# and benchmarks' own operator processes it would be a second operator on their Deployers.
+.PHONY: no-deployed-operator
+no-deployed-operator:
+	@if [ "$$(kubectl -n deployer-system get deployment deployer-operator -o jsonpath='{.spec.template.spec.hostNetwork}' 2>/dev/null)" = true ]; then \
+	  echo "make: removing the operator make deploy put on the real nodes (it would act on the tests' Deployers too; make deploy puts it back)"; \
+	  $(MAKE) --no-print-directory undeploy; \
+	fi
+
+.PHONY: node-up
+node-up: ## Add the real nodes (kubelet + containerd + runc) to the local control plane (starts it if needed)
+	@bash tests/cluster/cluster.sh node up
+
+.PHONY: node-down
+node-down: ## Stop the real nodes and their containers (the control plane stays)
+	@bash tests/cluster/cluster.sh node down
+
+.PHONY: node-status
+node-status: ## Health of the real nodes
+	@bash tests/cluster/cluster.sh node status
+
 .PHONY: install
 install: kubectl-bin ## Apply the CRD (crds/) to the cluster of KUBECONFIG
 	$(KUBECTL) apply --server-side --force-conflicts -f crds/
@@ -145,8 +175,9 @@ run: ## Run the operator locally against KUBECONFIG
 ## --- image and deployment ---------------------------------------------------------------------
 # The operator's container image, and the operator in a cluster (docs/operations.md). deploy and
 # undeploy act on the cluster of KUBECONFIG like every target above: CLUSTER=local (the default) is
-# the local control plane, where the operator's pod lands on a kwok node and never really runs;
-# CLUSTER=current is yours. IMG must carry an explicit tag (or, for deploy, a digest), never :latest.
+# the local control plane, where make deploy runs the image `make image` built (by digest) as pods
+# on its real nodes (deploy/ + deploy/local/); CLUSTER=current is yours. IMG must carry an explicit
+# tag (or, for deploy, a digest), never :latest.
 
 DOCKER ?= docker
 # deploy (cluster-wide) or deploy/namespaced; DEPLOY_NAMESPACE, if set, overrides the namespace.
@@ -155,7 +186,8 @@ DEPLOY_NAMESPACE ?=
 DEPLOY_TIMEOUT ?= 120s
 MINIKUBE ?= minikube
 MINIKUBE_PROFILE ?= minikube
-# docker-env: build inside minikube's Docker; load: build here, then `minikube image load`.
+# docker-env: build inside minikube's Docker; load: docker build here, then `minikube image load`;
+# archive: make image (buildah, no Docker), then `minikube image load` of its archive.
 MINIKUBE_IMAGE_SOURCE ?= docker-env
 # Where minikube wrote its context: ~/.kube/config, or your KUBECONFIG with CLUSTER=current.
 ifeq ($(CLUSTER),local)
@@ -173,19 +205,36 @@ docker-build: ## Build the image IMG=name:tag (needs a container engine)
 	@$(DEPLOY_ENV) bash scripts/deploy.sh check-img
 	$(DOCKER) build -t '$(IMG)' .
 
+.PHONY: image
+image: ## Build the image here without Docker or a registry (buildah, the same Dockerfile): target/image/deployer-operator.oci.tar
+	@IMG='$(IMG)' bash scripts/image.sh build
+
+.PHONY: image-test
+image-test: image ## Inspect the archive of make image (user, entrypoint, files, CA bundle, size) and run it under runc
+	@bash scripts/image.sh test
+
 .PHONY: image-check
 image-check: ## Without a container engine: build the image's static musl binary as the Dockerfile does and check it
 	@bash scripts/image-check.sh
 
 .PHONY: deploy
 deploy: ## CRD (make install), then the operator (DEPLOY_DIR, default deploy/) with image IMG; waits for its rollout
+ifeq ($(CLUSTER),local)
+	@$(MAKE) --no-print-directory node-up install
+	@$(DEPLOY_ENV) bash scripts/deploy.sh local
+else
 	@$(DEPLOY_ENV) bash scripts/deploy.sh check-img digest-ok
 	@$(MAKE) --no-print-directory install
 	@$(DEPLOY_ENV) bash scripts/deploy.sh apply
+endif
 
 .PHONY: undeploy
 undeploy: ## Remove the operator (DEPLOY_DIR); the CRD, the Deployers and their Deployments stay
+ifeq ($(CLUSTER),local)
+	@$(DEPLOY_ENV) bash scripts/deploy.sh local-delete
+else
 	@$(DEPLOY_ENV) bash scripts/deploy.sh delete
+endif
 
 .PHONY: minikube-deploy
 minikube-deploy: ## Build the image inside minikube with a unique tag, then make install + deploy there

@@ -6,6 +6,11 @@
 #   scripts/deploy.sh delete      make undeploy:  delete what apply created
 #   scripts/deploy.sh minikube    make minikube-deploy: build a uniquely tagged image inside minikube, then
 #                                 `make deploy` against minikube's context only
+#   scripts/deploy.sh local       make deploy with CLUSTER=local: `make image` (the archive), the local
+#                                 control plane's real nodes (cluster.sh node up), the archive into their
+#                                 containerd (no registry), then `apply` of deploy/ + deploy/local/ with
+#                                 the image by digest; waits for the rollout
+#   scripts/deploy.sh local-delete  make undeploy with CLUSTER=local
 #
 # Environment (the Makefile passes it): IMG, DEPLOY_DIR (deploy or deploy/namespaced), DEPLOY_NAMESPACE
 # (optional), DEPLOY_TIMEOUT, DOCKER, MINIKUBE, MINIKUBE_PROFILE, MINIKUBE_IMAGE_SOURCE (docker-env or
@@ -33,6 +38,12 @@ MINIKUBE=${MINIKUBE:-minikube}
 MINIKUBE_PROFILE=${MINIKUBE_PROFILE:-minikube}
 MINIKUBE_IMAGE_SOURCE=${MINIKUBE_IMAGE_SOURCE:-docker-env}
 MINIKUBE_KUBECONFIG=${MINIKUBE_KUBECONFIG:-$HOME/.kube/config}
+# Patches of DEPLOY_DIR (files, copied next to the generated kustomization) and the API server the
+# pods reach on loopback (host:port; sets KUBERNETES_SERVICE_HOST/PORT) — for deploy/local/.
+DEPLOY_PATCHES=${DEPLOY_PATCHES:-}
+DEPLOY_APISERVER=${DEPLOY_APISERVER:-}
+CLUSTER_DIR=${CLUSTER_DIR:-.cluster}
+archive=target/image/deployer-operator.oci.tar
 overlay=target/deploy
 
 die() {
@@ -55,8 +66,28 @@ check_img() {
 write_overlay() {
   check_img digest-ok
   [ -f "$DEPLOY_DIR/kustomization.yaml" ] || die "DEPLOY_DIR=$DEPLOY_DIR has no kustomization.yaml"
+  rm -rf "$overlay"
   mkdir -p "$overlay"
-  local rel name ref
+  local rel name ref patch patches=()
+  for patch in $DEPLOY_PATCHES; do
+    cp "$patch" "$overlay/" && patches+=("$(basename "$patch")")
+  done
+  if [ -n "$DEPLOY_APISERVER" ]; then
+    cat >"$overlay/apiserver.yaml" <<EOF
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: deployer-operator, namespace: deployer-system}
+spec:
+  template:
+    spec:
+      containers:
+        - name: operator
+          env:
+            - {name: KUBERNETES_SERVICE_HOST, value: "${DEPLOY_APISERVER%:*}"}
+            - {name: KUBERNETES_SERVICE_PORT, value: "${DEPLOY_APISERVER##*:}"}
+EOF
+    patches+=(apiserver.yaml)
+  fi
   rel=$(realpath --relative-to="$overlay" "$DEPLOY_DIR") # kustomize refuses absolute paths
   case ${IMG##*/} in
     *@*)
@@ -76,6 +107,10 @@ write_overlay() {
     echo "resources:"
     echo "  - $rel"
     if [ -n "$DEPLOY_NAMESPACE" ]; then echo "namespace: $DEPLOY_NAMESPACE"; fi
+    if [ ${#patches[@]} -gt 0 ]; then
+      echo "patches:"
+      for patch in "${patches[@]}"; do echo "  - path: $patch"; done
+    fi
     echo "images:"
     echo "  - name: deployer-operator"
     echo "    newName: $name"
@@ -106,7 +141,8 @@ delete() {
 
 minikube_deploy() {
   command -v "$MINIKUBE" >/dev/null || die "$MINIKUBE not found (https://minikube.sigs.k8s.io/docs/start/)"
-  command -v "$DOCKER" >/dev/null || die "$DOCKER not found: building the image needs a Docker CLI"
+  [ "$MINIKUBE_IMAGE_SOURCE" = archive ] || command -v "$DOCKER" >/dev/null ||
+    die "$DOCKER not found: building the image needs a Docker CLI (or MINIKUBE_IMAGE_SOURCE=archive: make image + minikube image load)"
   "$MINIKUBE" -p "$MINIKUBE_PROFILE" status >/dev/null ||
     die "minikube profile $MINIKUBE_PROFILE is not running: minikube start -p $MINIKUBE_PROFILE"
   # A new tag for every build: the pod template changes, and a stale image is never reused.
@@ -125,7 +161,12 @@ minikube_deploy() {
       "$DOCKER" build -t "$tag" .
       "$MINIKUBE" -p "$MINIKUBE_PROFILE" image load "$tag"
       ;;
-    *) die "MINIKUBE_IMAGE_SOURCE=$MINIKUBE_IMAGE_SOURCE: docker-env or load" ;;
+    archive)
+      # The archive make image writes (the image make image-test checks), loaded as a file.
+      IMG=$tag bash scripts/image.sh build
+      "$MINIKUBE" -p "$MINIKUBE_PROFILE" image load "$archive"
+      ;;
+    *) die "MINIKUBE_IMAGE_SOURCE=$MINIKUBE_IMAGE_SOURCE: docker-env, load or archive" ;;
   esac
   # Only minikube's context, so that nothing here can reach another cluster.
   local kubeconfig=$PWD/target/minikube.kubeconfig
@@ -137,10 +178,34 @@ minikube_deploy() {
     DEPLOY_DIR="$DEPLOY_DIR" DEPLOY_NAMESPACE="$DEPLOY_NAMESPACE" DEPLOY_TIMEOUT="$DEPLOY_TIMEOUT"
 }
 
+# local [delete]: the operator on the local control plane's real nodes, from the archive make image
+# wrote, named by its manifest digest, so the pods run exactly the image image-test.py checked.
+local_deploy() {
+  local ports name digest
+  if [ "${1:-}" != delete ]; then
+    bash scripts/image.sh build
+    bash tests/cluster/cluster.sh node up
+    bash tests/cluster/cluster.sh node load "$archive"
+  fi
+  ports=$CLUSTER_DIR/ports.env
+  [ -f "$ports" ] || die "no local control plane in $CLUSTER_DIR (make cluster-up)"
+  [ -f "$archive.digest" ] || die "no $archive.digest: make image"
+  name=$(cat "$archive.ref")
+  digest=$(cat "$archive.digest")
+  IMG="${name%:*}@$digest"
+  DEPLOY_DIR=deploy
+  DEPLOY_NAMESPACE=
+  DEPLOY_PATCHES="deploy/local/real-node.yaml deploy/local/namespace.yaml"
+  DEPLOY_APISERVER="127.0.0.1:$(sed -n 's/^APISERVER_PORT=//p' "$ports")"
+  if [ "${1:-}" = delete ]; then delete; else apply; fi
+}
+
 case ${1:-} in
   check-img) check_img "${2:-}" ;;
+  local) local_deploy ;;
+  local-delete) local_deploy delete ;;
   apply) apply ;;
   delete) delete ;;
   minikube) minikube_deploy ;;
-  *) die "usage: $0 check-img [digest-ok]|apply|delete|minikube" ;;
+  *) die "usage: $0 check-img [digest-ok]|apply|delete|minikube|local|local-delete" ;;
 esac

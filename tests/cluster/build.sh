@@ -9,6 +9,12 @@
 # $DEPLOYER_CACHE (default ~/.cache/deployer-operator); a binary whose version output already
 # matches is not rebuilt. Prints the paths as shell assignments, for `eval`: K8S_BIN, ETCD_BIN and
 # KWOK_BIN (directories), KUBECTL, HELM and PROMETHEUS (binaries).
+#
+#   node           the real node's parts (cluster.sh node up), with the control plane: the kubelet
+#                  (same Kubernetes modules), containerd with its runc shim and ctr
+#                  (gomod/containerd), the pod sandbox image (node/pause.c, static musl, as an OCI
+#                  archive); Debian's runc, musl-tools and buildah from apt. Prints KUBELET_BIN,
+#                  CONTAINERD_BIN and PAUSE_ARCHIVE.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env
@@ -28,7 +34,11 @@ log() { echo "build.sh: $*" >&2; }
 what=("$@")
 [ ${#what[@]} -gt 0 ] || what=(control-plane kubectl)
 for w in "${what[@]}"; do
-  case $w in control-plane | kubectl | helm | prometheus) ;; *) log "unknown: $w (control-plane, kubectl, helm, prometheus)"; exit 2 ;; esac
+  case $w in
+    control-plane | kubectl | helm | prometheus) ;;
+    node) what+=(control-plane) ;;
+    *) log "unknown: $w (control-plane, kubectl, helm, prometheus, node)"; exit 2 ;;
+  esac
 done
 wants() { local w; for w in "${what[@]}"; do [ "$w" = "$1" ] && return 0; done; return 1; }
 
@@ -144,4 +154,61 @@ if wants prometheus; then
     has_version "$prometheus_bin/prometheus" "version $PROMETHEUS_RELEASE" || { log "FAILED: $prometheus_bin/prometheus does not report $PROMETHEUS_RELEASE"; exit 1; }
   fi
   echo "PROMETHEUS=$prometheus_bin/prometheus"
+fi
+
+if wants node; then
+  kubelet_bin=$cache/kubelet-$K8S_VERSION
+  containerd_bin=$cache/containerd-$CONTAINERD_VERSION
+  pause_hash=$(sha256sum "$here/node/pause.c" | cut -c1-12)
+  pause_dir=$cache/node-pause-$pause_hash
+
+  # Debian packages: runc (the OCI runtime containerd's shim calls), musl-tools (the sandbox
+  # process), buildah (its image). Installed when missing, as root; otherwise named.
+  missing=()
+  for p in runc musl-tools buildah; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    [ "$(id -u)" = 0 ] || { log "missing Debian packages: ${missing[*]}; as root: apt-get install ${missing[*]}"; exit 1; }
+    log "installing ${missing[*]} from apt"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+
+  if ! has_version "$kubelet_bin/kubelet" "$K8S_VERSION"; then
+    log "building the kubelet $K8S_VERSION into $kubelet_bin (cold: about 5 min after the control plane)"
+    rm -rf "$kubelet_bin.tmp" && mkdir -p "$kubelet_bin.tmp"
+    timed "kubelet $K8S_VERSION" k8s_build -o "$kubelet_bin.tmp/" k8s.io/kubernetes/cmd/kubelet
+    rm -rf "$kubelet_bin" && mv "$kubelet_bin.tmp" "$kubelet_bin"
+  fi
+
+  if ! has_version "$containerd_bin/containerd" "$CONTAINERD_VERSION" || ! [ -x "$containerd_bin/ctr" ] ||
+    ! [ -x "$containerd_bin/containerd-shim-runc-v2" ]; then
+    log "building containerd $CONTAINERD_VERSION into $containerd_bin (cold: about 4 min)"
+    mkdir -p "$containerd_bin.tmp"
+    # Static, without the cgo-only snapshotters (btrfs) and the ones the node does not use.
+    (cd "$here/gomod/containerd" && go build -trimpath \
+      -tags "urfave_cli_no_docs no_btrfs no_devmapper no_zfs osusergo netgo static_build" \
+      -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION -X github.com/containerd/containerd/v2/version.Revision=gomod" \
+      -o "$containerd_bin.tmp/" github.com/containerd/containerd/v2/cmd/containerd \
+      github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 github.com/containerd/containerd/v2/cmd/ctr)
+    rm -rf "$containerd_bin" && mv "$containerd_bin.tmp" "$containerd_bin"
+  fi
+
+  if ! [ -s "$pause_dir/pause.oci.tar" ]; then
+    log "building the pod sandbox image into $pause_dir"
+    rm -rf "$pause_dir.tmp" && mkdir -p "$pause_dir.tmp"
+    musl-gcc -static -Os -s -Wall -Wextra -Werror -o "$pause_dir.tmp/pause" "$here/node/pause.c"
+    [ "$(id -u)" = 0 ] || { log "building the sandbox image with buildah needs root"; exit 1; }
+    ctr=$(buildah from scratch)
+    buildah copy --quiet "$ctr" "$pause_dir.tmp/pause" /pause >/dev/null
+    buildah config --entrypoint '["/pause"]' --user 65535:65535 "$ctr"
+    buildah commit --quiet --rm --timestamp 0 "$ctr" "$PAUSE_IMAGE" >/dev/null
+    buildah push --quiet --format oci "$PAUSE_IMAGE" "oci-archive:$pause_dir.tmp/pause.oci.tar:$PAUSE_IMAGE" >/dev/null
+    buildah rmi "$PAUSE_IMAGE" >/dev/null
+    rm -rf "$pause_dir" && mv "$pause_dir.tmp" "$pause_dir"
+  fi
+  echo "KUBELET_BIN=$kubelet_bin"
+  echo "CONTAINERD_BIN=$containerd_bin"
+  echo "PAUSE_ARCHIVE=$pause_dir/pause.oci.tar"
 fi

@@ -8,6 +8,8 @@
 #   cluster.sh status  one line per component; exit 0 only when the cluster is healthy
 #   cluster.sh restart etcd|apiserver
 #                      stop one component and start it again (same ports, PKI, data); for chaos tests
+#   cluster.sh node up|down|status|load ARCHIVE
+#                      real nodes (kubelet + containerd + runc) beside the kwok ones: node.sh
 #
 # CLUSTER_DIR (default <repo>/.cluster) holds everything: pki/, kubeconfig, ports.env, logs/, pids/,
 # etcd/ and the `ready` marker. See docs/local-cluster.md.
@@ -27,7 +29,8 @@ PIDS=$CLUSTER_DIR/pids
 KUBECONFIG_FILE=$CLUSTER_DIR/kubeconfig
 SENTINEL=$CLUSTER_DIR/.deployer-local-cluster # only a directory holding it is ever removed
 MARKER=$CLUSTER_DIR/ready
-VERSIONS="k8s=$K8S_VERSION etcd=$ETCD_VERSION kwok=$KWOK_VERSION"
+# layout: bump when a running cluster must be recreated (2: the apiserver's kubelet client certificate).
+VERSIONS="k8s=$K8S_VERSION etcd=$ETCD_VERSION kwok=$KWOK_VERSION layout=2"
 NODES=3
 # Start order; `down` stops in reverse.
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
@@ -259,6 +262,8 @@ make_pki() {
     leaf apiserver "/CN=kube-apiserver" "extendedKeyUsage=serverAuth
 subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
     leaf admin "/O=system:masters/CN=admin" "extendedKeyUsage=clientAuth"
+    # The apiserver's identity towards kubelets (logs, exec, port-forward on the real nodes).
+    leaf apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "extendedKeyUsage=clientAuth"
     # The controller manager and the scheduler use their own identities, bound by the apiserver's
     # bootstrap RBAC (as kubeadm does), not system:masters.
     leaf kube-controller-manager "/CN=system:kube-controller-manager" "extendedKeyUsage=clientAuth"
@@ -353,6 +358,9 @@ start_apiserver() {
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
     --cert-dir="$PKI" --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
     --client-ca-file="$PKI/ca.crt" --authorization-mode=Node,RBAC \
+    --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
+    --kubelet-client-key="$PKI/apiserver-kubelet-client.key" --kubelet-certificate-authority="$PKI/ca.crt" \
+    --kubelet-preferred-address-types=InternalIP \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
     --service-cluster-ip-range=10.96.0.0/16 --allow-privileged=true --endpoint-reconciler-type=none \
@@ -497,6 +505,7 @@ print_usage() {
 }
 
 cmd_down() {
+  node_stop
   stop_all
   warn_strays
   remove_dir
@@ -564,7 +573,20 @@ cmd_status() {
   return $ok
 }
 
+# shellcheck source=node.sh
+. "$here/node.sh"
+
 case ${1:-} in
+  node)
+    command -v flock >/dev/null || { log "flock (util-linux) is required"; exit 1; }
+    exec 9<"${BASH_SOURCE[0]}"
+    flock 9
+    case ${2:-} in
+      up | down | status) "cmd_node_$2" ;;
+      load) [ $# -eq 3 ] || { echo "usage: $0 node load ARCHIVE" >&2; exit 2; }; cmd_node_load "$3" ;;
+      *) echo "usage: $0 node up|down|status|load ARCHIVE" >&2; exit 2 ;;
+    esac
+    ;;
   restart)
     [ $# -eq 2 ] || { echo "usage: $0 restart etcd|apiserver" >&2; exit 2; }
     command -v flock >/dev/null || { log "flock (util-linux) is required"; exit 1; }
@@ -581,7 +603,7 @@ case ${1:-} in
     ;;
   status) cmd_status ;;
   *)
-    echo "usage: $0 up|down|status|restart etcd|apiserver   (env CLUSTER_DIR, default $repo/.cluster)" >&2
+    echo "usage: $0 up|down|status|restart etcd|apiserver|node up|down|status|load ARCHIVE   (env CLUSTER_DIR, default $repo/.cluster)" >&2
     exit 2
     ;;
 esac
