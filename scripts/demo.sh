@@ -130,13 +130,19 @@ operator_now() {
 now_rfc() { date -u +%FT%T.%NZ; }
 # secs_between A B: B - A in seconds (RFC 3339 times), two decimals.
 secs_between() { awk -v a="$(date -d "$1" +%s.%N)" -v b="$(date -d "$2" +%s.%N)" 'BEGIN { printf "%.2f", b - a }'; }
-# step_started N: the time of this Deployer's StepStarted Event of step N (its eventTime, in
-# microseconds; the Deployer's uid tells it from an earlier demo's).
-step_started() {
-  kubectl -n "$NS" get events.events.k8s.io -o \
-    jsonpath='{range .items[?(@.reason=="StepStarted")]}{.regarding.uid}|{.eventTime}|{.note}{"\n"}{end}' |
-    awk -F'|' -v u="$UID_" -v n="step $1/" '$1 == u && index($3, n) == 1 { print $2 }' | sort | head -1
+# The canary's spec.replicas as its watch delivers them, each line stamped with the time it came
+# (RFC 3339, ns): a step starts when the operator raises the canary to the step's size (the step's
+# start is not written on its own: the status is written once per step, when it is in place).
+canary_log=$(mktemp)
+watch_canary() {
+  kubectl -n "$NS" get deployments -l deploy.example.com/version=1.7.8 -w \
+    -o jsonpath='{.spec.replicas}{"\n"}' 2>/dev/null | while read -r n; do echo "$(now_rfc) $n"; done >>"$canary_log" &
+  canary_watch=$!
 }
+# The canary's size at each step of the demo's plan (R = 10: 10%, 30%, 60%, 100%).
+sizes=(0 1 3 6 10)
+# step_started N: when the canary was first raised to step N's size.
+step_started() { awk -v n="${sizes[$1]}" '$2 >= n { print $1; exit }' "$canary_log"; }
 mark() { printf '%s %s>>> %s%s\n' "$(date +%T.%2N)" "$B" "$*" "$R"; }
 
 # The live table, one line per change, polled about twice a second: phase, step, weight, canary
@@ -186,7 +192,8 @@ progress() {
         old_leader=""
       fi
     fi
-    # 3. The step after the kill: when it started (its StepStarted Event) against the deadline.
+    # 3. The step after the kill: when it started (the canary raised to its size) against the
+    # deadline.
     if [ -n "$killed_step" ] && [ -n "$cur" ] && [ "$cur" != "$killed_step" ]; then
       local started
       started=$(step_started "$cur")
@@ -206,8 +213,10 @@ if [ "$MODE" = local ]; then what="kill -9 of the operator"; else what="kubectl 
 say "Bumping to 1.7.8 (steps 10% 10s, 30% 3s, 60% 3s, 100%): a live canary, and $what in the first wait"
 kubectl -n "$NS" patch deployer nginx --type merge -p \
   '{"spec":{"deployment":{"version":"1.7.8"},"steps":[{"percent":10,"sleep":10},{"percent":30,"sleep":3},{"percent":60,"sleep":3},{"percent":100}]}}'
-UID_=$(kubectl -n "$NS" get deployer nginx -o jsonpath='{.metadata.uid}')
+watch_canary
 progress
+kill "$canary_watch" 2>/dev/null || true
+rm -f "$canary_log"
 
 say "Done"
 kubectl -n "$NS" get deployer,deployments

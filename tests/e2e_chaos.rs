@@ -593,7 +593,7 @@ async fn rollouts_survive_kills_hand_edits_and_control_plane_restarts() {
     for i in 0..p.rollouts {
         let name = format!("app{i}");
         let evs = events.get(&name).cloned().unwrap_or_default();
-        step_events_seen += evs.iter().filter(|((_, r, _), _)| r == "StepStarted").count();
+        step_events_seen += evs.iter().filter(|((_, r, _), _)| r == "StepCompleted").count();
         // A step published twice by one process is folded into an Event series (count > 1).
         let folded: Vec<_> = evs
             .iter()
@@ -607,7 +607,7 @@ async fn rollouts_survive_kills_hand_edits_and_control_plane_restarts() {
     // to mean anything: every rollout of every wave announces at least one step.
     assert!(
         step_events_seen >= p.rollouts * tally.waves as usize / 2,
-        "only {step_events_seen} StepStarted Events for {} rollouts",
+        "only {step_events_seen} StepCompleted Events for {} rollouts",
         p.rollouts * tally.waves as usize
     );
     let c = std::mem::take(&mut *checker.lock().expect("lock"));
@@ -618,7 +618,7 @@ async fn rollouts_survive_kills_hand_edits_and_control_plane_restarts() {
     };
     println!(
         "chaos summary: {} rollouts × {} waves, R = {R}; {} kill -9 of the operator; control plane restarts {:?}; \
-         {} hand edits; operator exits during an outage {}; {step_events_seen} StepStarted Events, none repeated; checker: {} updates, {} re-lists, min ready {:?} (R = {R}), \
+         {} hand edits; operator exits during an outage {}; {step_events_seen} StepCompleted Events, none repeated; checker: {} updates, {} re-lists, min ready {:?} (R = {R}), \
          min ready after a hand edit {:?}, {} recoveries (mean {:?}); duration {:?}; seed {}",
         p.rollouts,
         tally.waves,

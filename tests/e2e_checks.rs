@@ -288,15 +288,16 @@ async fn notifications_reach_slack_and_a_generic_webhook_without_leaking_their_u
     })
     .await;
 
-    // Generic: one message per step started/completed and the end, with the bearer token.
+    // Generic: one message for the start, each step in place and the end, with the bearer token.
     let generic = receiver.at("/events");
     let reasons: Vec<&str> = generic.iter().filter_map(|r| r.body["reason"].as_str()).collect();
-    for reason in ["StepStarted", "StepCompleted", "RolloutComplete"] {
+    for reason in ["RolloutStarted", "StepCompleted", "RolloutComplete"] {
         assert!(reasons.contains(&reason), "{reason} missing from {reasons:?}");
     }
     assert!(generic.iter().all(|r| r.authorization.as_deref() == Some("Bearer t0ken-never-logged")));
-    let started = generic.iter().find(|r| r.body["reason"] == "StepStarted" && r.body["version"] == "2.0.0");
-    let started = started.expect("a StepStarted of the rollout");
+    let started =
+        generic.iter().find(|r| r.body["reason"] == "RolloutStarted" && r.body["version"] == "2.0.0");
+    let started = started.expect("a RolloutStarted of the rollout");
     assert_eq!(
         (&started.body["deployer"], &started.body["namespace"], &started.body["type"]),
         (&json!("app"), &json!(ns), &json!("Normal"))

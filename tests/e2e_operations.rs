@@ -342,13 +342,13 @@ async fn metrics_follow_a_rollout_and_an_abort() {
         |name: &str, labels: &[(&str, &str)]| value(&after, name, labels) - value(&before, name, labels);
     assert!(grew("deployer_reconciles_total", &[]) >= 3.0, "{after}");
     assert!(grew("deployer_reconcile_duration_seconds_count", &[]) >= 3.0, "{after}");
-    for reason in ["RolloutStarted", "StepStarted", "StepCompleted", "Promoted", "RolloutComplete"] {
+    for reason in ["RolloutStarted", "StepCompleted", "RolloutComplete"] {
         assert!(grew("deployer_transitions_total", &[("reason", reason)]) >= 1.0, "{reason}:\n{after}");
     }
     assert_eq!(
-        grew("deployer_transitions_total", &[("reason", "StepStarted")]),
-        2.0,
-        "50% and 100%:\n{after}"
+        grew("deployer_transitions_total", &[("reason", "StepCompleted")]),
+        1.0,
+        "50% in place (the 100% step ends with RolloutComplete):\n{after}"
     );
     // The waits (3 s at 50%, 0 s at 100%) ended after their deadlines, and not by much.
     let waits = grew("deployer_step_lateness_seconds_count", &[]);

@@ -432,7 +432,8 @@ async fn persist(
 /// Like Events, notifications follow the status write: lost on a crash, never repeated.
 async fn publish(ctx: &Context, world: &World, decision: &Decision) {
     let dpl = &world.dpl;
-    ctx.metrics.decided(dpl.status.as_ref(), &decision.status, &decision.notes, world.now);
+    let wait_ended = decision.wait_ended.filter(|until| ctx.memo.first_end_of(&world.uid, *until));
+    ctx.metrics.decided(dpl.status.as_ref(), &decision.status, &decision.notes, wait_ended, world.now);
     for note in &decision.notes {
         publish_event(&ctx.recorder, dpl, note).await;
     }

@@ -22,11 +22,13 @@ struct Entry {
     written: Option<(String, DeployerStatus)>,
     /// Reconciles that failed in a row.
     failures: u32,
+    /// The deadline of the last wait whose end was measured.
+    waited: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Entry {
     fn is_empty(&self) -> bool {
-        self.written.is_none() && self.failures == 0
+        self.written.is_none() && self.failures == 0 && self.waited.is_none()
     }
 }
 
@@ -85,6 +87,17 @@ impl Memo {
             e.failures
         });
         FIRST_BACKOFF.saturating_mul(1u32 << n.saturating_sub(1).min(16)).min(MAX_BACKOFF)
+    }
+
+    /// Whether the end of the wait with deadline `until` is new for `uid` (each is measured once,
+    /// though every reconcile until the next step is written derives it again).
+    pub fn first_end_of(&self, uid: &str, until: chrono::DateTime<chrono::Utc>) -> bool {
+        self.with(|m| {
+            let e = m.entry(uid.to_string()).or_default();
+            let new = e.waited != Some(until);
+            e.waited = Some(until);
+            new
+        })
     }
 
     /// A reconcile of `uid` succeeded: its backoff starts afresh.

@@ -37,9 +37,8 @@ use prometheus_client::{
 
 use crate::{
     Error,
-    api::{Deployer, DeployerStatus, Gate, Phase},
-    checks,
-    rollout::{Note, Severity, State, state},
+    api::{Deployer, DeployerStatus, Phase},
+    rollout::{Note, Severity},
 };
 
 /// The `Content-Type` of [`Metrics::encode`]'s output.
@@ -221,13 +220,15 @@ impl Metrics {
     }
 
     /// Records what a reconcile decided, once its status is persisted: the transitions it
-    /// announces, an abort, and — when it ended a wait because the deadline had passed — how late
-    /// after `status.waitUntil` that was. `now` is the time the decision was made at.
+    /// announces, an abort, and — when it ended a wait at its deadline `wait_ended` (the shell
+    /// passes each deadline once) — how late after it that was. `now` is the time the decision
+    /// was made at.
     pub fn decided(
         &self,
         before: Option<&DeployerStatus>,
         after: &DeployerStatus,
         notes: &[Note],
+        wait_ended: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) {
         for note in notes {
@@ -242,8 +243,8 @@ impl Metrics {
                 .map_or("Unknown", |n| n.reason.as_str());
             self.aborts.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc();
         }
-        if let Some(late) = wait_ended_late(before, after, now) {
-            self.lateness.observe(late);
+        if let Some(until) = wait_ended.filter(|until| *until <= now) {
+            self.lateness.observe((now - until).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6);
         }
     }
 
@@ -288,27 +289,6 @@ impl Drop for ReconcileTimer<'_> {
 
 fn error_kind(err: &Error) -> String {
     err.metric_label().to_string()
-}
-
-/// Seconds between a wait's deadline and `now`, if the status went from that wait to something
-/// else and the deadline had passed (a wait left early — a rollback, a pause, a promotion — is
-/// not late). Both statuses are read by the core's codec.
-fn wait_ended_late(
-    before: Option<&DeployerStatus>,
-    after: &DeployerStatus,
-    now: DateTime<Utc>,
-) -> Option<f64> {
-    let Ok(Some(before)) = state::read(before) else { return None };
-    let State::Waiting { step, until } = before.state else { return None };
-    // A wait that also waits for its metrics ends when they are measured, not at its deadline.
-    if checks::at(&before.checks, Gate::Wait, step) {
-        return None;
-    }
-    let same_wait = matches!(state::read(Some(after)), Ok(Some(m)) if m.state == before.state);
-    if same_wait || now < until {
-        return None;
-    }
-    Some((now - until).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6)
 }
 
 /// Every phase of the API, from its schema: the phase gauge reports each, zeros included, so a
@@ -556,27 +536,16 @@ mod tests {
     }
 
     #[test]
-    fn a_wait_ended_after_its_deadline_is_late_by_the_difference() {
+    fn a_wait_ended_after_its_deadline_is_late_by_the_difference_and_early_is_not_late() {
+        let metrics = Metrics::new(false);
         let until = Utc::now();
-        let before = status(Phase::Waiting, 1, Some(until));
-        let now = until + TimeDelta::milliseconds(250);
-        let late = wait_ended_late(Some(&before), &status(Phase::Scaling, 2, None), now);
-        assert_eq!(late, Some(0.25));
-    }
-
-    #[test]
-    fn a_wait_that_goes_on_or_ends_early_is_not_late() {
-        let until = Utc::now();
-        let before = status(Phase::Waiting, 1, Some(until));
-        // Still waiting (e.g. the remaining-time text was refreshed).
-        assert_eq!(wait_ended_late(Some(&before), &before, until + TimeDelta::seconds(1)), None);
-        // Left before the deadline (a rollback, a pause, a promotion).
-        let early = until - TimeDelta::seconds(3);
-        assert_eq!(wait_ended_late(Some(&before), &status(Phase::Finalizing, 1, None), early), None);
-        // Not a wait at all.
-        let scaling = status(Phase::Scaling, 1, None);
-        assert_eq!(wait_ended_late(Some(&scaling), &status(Phase::Waiting, 1, Some(until)), until), None);
-        assert_eq!(wait_ended_late(None, &status(Phase::Scaling, 1, None), until), None);
+        let waiting = status(Phase::Waiting, 1, Some(until));
+        metrics.decided(Some(&waiting), &waiting, &[], Some(until), until + TimeDelta::milliseconds(250));
+        metrics.decided(Some(&waiting), &waiting, &[], Some(until), until - TimeDelta::seconds(1));
+        metrics.decided(Some(&waiting), &waiting, &[], None, until + TimeDelta::seconds(9));
+        let text = metrics.encode().expect("encodes");
+        assert!(text.lines().any(|l| l == "deployer_step_lateness_seconds_count 1"), "{text}");
+        assert!(text.lines().any(|l| l == "deployer_step_lateness_seconds_sum 0.25"), "{text}");
     }
 
     #[test]
@@ -598,9 +567,9 @@ mod tests {
             reason: crate::rollout::Reason::ProgressDeadlineExceeded,
             message: "too slow".into(),
         }];
-        metrics.decided(Some(&before), &after, &notes, Utc::now());
+        metrics.decided(Some(&before), &after, &notes, None, Utc::now());
         // The same status again (e.g. a refresh) is no second abort.
-        metrics.decided(Some(&after), &after, &[], Utc::now());
+        metrics.decided(Some(&after), &after, &[], None, Utc::now());
         metrics.reconcile_failed(&Error::MissingMetadata("x".into()));
         drop(metrics.reconcile_started());
         metrics.set_leader(true);

@@ -72,7 +72,7 @@ pub async fn rollout_with_a_name_conflict(client: &Client, ns: &str, others: &[(
     expected.extend_from_slice(others);
     wait_deployments(client, ns, &expected, secs(30)).await;
     let reasons: Vec<String> = events(client, ns, "app").await.into_iter().map(|e| e.1).collect();
-    for r in ["RolloutStarted", "StepStarted", "Promoted", "RolloutComplete"] {
+    for r in ["RolloutStarted", "StepCompleted", "RolloutComplete"] {
         assert!(reasons.contains(&r.to_string()), "no {r} Event (events.k8s.io create): {reasons:?}");
     }
 }

@@ -31,6 +31,12 @@ pub fn advance(run: &mut Run) -> Moves {
             run.input.spec.deployment.image_for(v)
         });
         let Some(completed) = over(run, &moves, &goal, &verdict) else { return moves };
+        if let State::Waiting { step, until } = run.mem.state
+            && verdict == Verdict::Passed
+            && !gates::has_checks(run, step, Gate::Wait)
+        {
+            run.wait_ended = Some(until);
+        }
         let next = successor(run, verdict, completed);
         // A first deploy is announced when it starts and when it is done, not step by step.
         if run.mem.stable.is_some() || next == State::Done {

@@ -149,6 +149,10 @@ pub struct Decision {
     /// What each version should run in the state the machine is in — the one the status
     /// records, or implies (a step's scaling after a wait that is over).
     pub goal: Vec<(String, i32)>,
+    /// The deadline of a wait this decision ended at its deadline (not early, by a promote or an
+    /// abort, nor held by its metrics): how late it ended is the operator's step lateness.
+    /// Decisions made again before the next step is written say it again.
+    pub wait_ended: Option<DateTime<Utc>>,
 }
 
 impl Decision {
@@ -174,6 +178,8 @@ pub struct Run<'a> {
     plan: Vec<Step>,
     mem: Memory,
     notes: Vec<Note>,
+    /// The deadline of the wait this decision ended at its deadline.
+    wait_ended: Option<DateTime<Utc>>,
 }
 
 impl Run<'_> {
@@ -213,7 +219,7 @@ pub fn decide(input: &Input) -> Decision {
         }
         Err(why) => return halted(input, Reason::StatusUnreadable, unreadable(&why)),
     };
-    let mut run = Run { input, steps, plan: Vec::new(), mem, notes };
+    let mut run = Run { input, steps, plan: Vec::new(), mem, notes, wait_ended: None };
     retarget::follow_spec(&mut run);
     control::carry_out(&mut run);
     let moves = advance::advance(&mut run);
@@ -235,7 +241,8 @@ pub fn decide(input: &Input) -> Decision {
     // transitions were announced when they were written), and one that writes says it in one
     // Event of progress.
     let notes = if input.status == Some(&status) { Vec::new() } else { report::condense(run.notes) };
-    Decision { apply: moves.apply, delete: moves.delete, status, notes, requeue, calls, goal }
+    let wait_ended = run.wait_ended;
+    Decision { apply: moves.apply, delete: moves.delete, status, notes, requeue, calls, goal, wait_ended }
 }
 
 /// The status that records the run's memory — or the stored one, unchanged, when it already
@@ -348,6 +355,7 @@ pub fn halted(input: &Input, reason: Reason, message: String) -> Decision {
         requeue,
         calls: Vec::new(),
         goal: Vec::new(),
+        wait_ended: None,
     }
 }
 
