@@ -267,6 +267,7 @@ proptest! {
                         w.persist(&d);
                         w.mailbox.clear();
                         w.carry_out(&d, &basis, k - 1);
+                        announced(&d, &mut heard)?;
                     }
                     acted(&before, &w, &d, tampered, last_replicas)?;
                 }
