@@ -8,7 +8,7 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, SubsecRound, Utc};
-use futures::{FutureExt, StreamExt, future};
+use futures::{FutureExt, StreamExt, TryStreamExt, future};
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -66,7 +66,7 @@ pub struct Context {
     deployers: Store<Deployer>,
     settings: Settings,
     /// What is remembered of each Deployer between reconciles (never rollout state).
-    memo: Memo,
+    memo: Arc<Memo>,
     metrics: Arc<Metrics>,
     /// Sends notifications.
     prober: Prober,
@@ -103,15 +103,22 @@ pub async fn run(
         // One watch of the Deployments we label, shared by the reconciler (as its cache) and the
         // controller (as the trigger that maps a Deployment to its owning Deployer).
         let (reader, writer) = reflector::store();
+        let memo = Arc::new(Memo::default());
+        let arrived = memo.clone();
         let owned = watcher(deployments, watcher::Config::default().labels(DEPLOYER_LABEL))
             .default_backoff()
-            // The cache keeps what `resources::observe` and `is_owned_by` read; managedFields are
-            // the largest part of a Deployment and nothing here reads them.
-            .modify(|d| d.metadata.managed_fields = None)
+            // The cache keeps what `resources::observe` and `is_owned_by` read, nothing more.
+            .modify(resources::slim)
             .reflect(writer)
-            .touched_objects();
+            .touched_objects()
+            .inspect_ok(move |d: &Deployment| {
+                for owner in d.owner_references().iter().filter(|o| o.kind == "Deployer") {
+                    arrived.arrived(&owner.uid);
+                }
+            });
         deployment_stores.push(reader.clone());
-        // The Deployers' watch and cache, without their managedFields (as for the Deployments).
+        // The Deployers' watch and cache, without their managedFields and the copy of the spec
+        // that a client-side `kubectl apply` leaves in an annotation (nothing here reads either).
         let (deployer_reader, deployer_writer) = reflector::store();
         // An answer to a check call wakes its Deployer through this channel.
         let (wake, woken) = futures::channel::mpsc::unbounded();
@@ -122,7 +129,7 @@ pub async fn run(
             deployments: reader,
             deployers: deployer_reader.clone(),
             settings: config.settings.clone(),
-            memo: Memo::default(),
+            memo: memo.clone(),
             metrics: metrics.clone(),
             calls: Calls::new(prober.clone(), metrics.clone(), wake),
             prober,
@@ -130,9 +137,19 @@ pub async fn run(
         info!(namespace = scope.as_deref().unwrap_or("<all>"), "starting controller");
         let deployer_events = watcher(deployers, watcher::Config::default())
             .default_backoff()
-            .modify(|d| d.metadata.managed_fields = None)
+            .modify(|d| {
+                d.metadata.managed_fields = None;
+                if let Some(a) = d.metadata.annotations.as_mut() {
+                    a.remove("kubectl.kubernetes.io/last-applied-configuration");
+                }
+            })
             .reflect(deployer_writer)
-            .applied_objects();
+            .applied_objects()
+            .inspect_ok(move |d: &Deployer| {
+                if let Some(uid) = d.uid() {
+                    memo.arrived(&uid);
+                }
+            });
         let controller = Controller::for_stream(deployer_events, deployer_reader)
             .owns_stream(owned)
             .reconcile_on(woken)
@@ -204,9 +221,19 @@ async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
         Observation::Ready(world) => *world,
         Observation::Later(action) => return Ok(action),
     };
+    let arrived = ctx.memo.take_arrival(&world.uid);
+    if let Some(at) = arrived {
+        ctx.metrics.queued(at.elapsed());
+    }
     let outcomes = ctx.calls.answers(&world.uid);
     let decision = rollout::decide(&world.input(&[], None, &ctx.settings, &outcomes));
     let (world, decision) = confirm(&ctx, world, decision, &outcomes).await?;
+    let writes = world.dpl.status.as_ref() != Some(&decision.status)
+        || !decision.apply.is_empty()
+        || !decision.delete.is_empty();
+    if let Some(at) = arrived.filter(|_| writes) {
+        ctx.metrics.reacted(at.elapsed());
+    }
     let version =
         persist(&ctx, &world, world.dpl.resource_version(), world.dpl.status.as_ref(), &decision).await?;
     call_checks(&ctx, &world, &decision, &outcomes);

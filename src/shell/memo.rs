@@ -24,11 +24,13 @@ struct Entry {
     failures: u32,
     /// The deadline of the last wait whose end was measured.
     waited: Option<chrono::DateTime<chrono::Utc>>,
+    /// When the earliest watch event not yet taken up by a reconcile arrived.
+    arrived: Option<std::time::Instant>,
 }
 
 impl Entry {
     fn is_empty(&self) -> bool {
-        self.written.is_none() && self.failures == 0 && self.waited.is_none()
+        self.written.is_none() && self.failures == 0 && self.waited.is_none() && self.arrived.is_none()
     }
 }
 
@@ -97,6 +99,25 @@ impl Memo {
             let new = e.waited != Some(until);
             e.waited = Some(until);
             new
+        })
+    }
+
+    /// A watch event about the Deployer `uid` arrived now (the earliest one waiting counts).
+    pub fn arrived(&self, uid: &str) {
+        self.with(|m| {
+            m.entry(uid.to_string()).or_default().arrived.get_or_insert_with(std::time::Instant::now);
+        });
+    }
+
+    /// Takes the arrival time of the earliest watch event about `uid` not yet taken up.
+    pub fn take_arrival(&self, uid: &str) -> Option<std::time::Instant> {
+        self.with(|m| {
+            let e = m.get_mut(uid)?;
+            let at = e.arrived.take();
+            if e.is_empty() {
+                m.remove(uid);
+            }
+            at
         })
     }
 

@@ -70,6 +70,8 @@ pub struct Metrics {
     registry: Registry,
     reconciles: Counter,
     reconcile_duration: Histogram,
+    reaction_queue: Histogram,
+    reaction: Histogram,
     reconcile_errors: Family<ReasonLabels, Counter>,
     transitions: Family<ReasonLabels, Counter>,
     aborts: Family<ReasonLabels, Counter>,
@@ -91,6 +93,23 @@ impl Metrics {
         let reconciles = Counter::default();
         registry.register("reconciles", "Reconciles started", reconciles.clone());
         // 1 ms … ~33 s.
+        // The operator's own latency, apart from the API server's: from a watch event's arrival to
+        // the reconcile that takes it up (queueing), and to the first write of that reconcile.
+        // Buckets from 0.5 ms, ×1.5: about ±20 % on a quantile.
+        let reaction_queue = Histogram::new(exponential_buckets(0.0005, 1.5, 30));
+        registry.register_with_unit(
+            "reaction_queue",
+            "From a watch event's arrival (a Deployer's, or one of its Deployments') to the start of the reconcile that takes it up",
+            Unit::Seconds,
+            reaction_queue.clone(),
+        );
+        let reaction = Histogram::new(exponential_buckets(0.0005, 1.5, 30));
+        registry.register_with_unit(
+            "reaction",
+            "From a watch event's arrival to the first write of the reconcile that takes it up (reconciles that write)",
+            Unit::Seconds,
+            reaction.clone(),
+        );
         let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register_with_unit(
             "reconcile_duration",
@@ -163,6 +182,8 @@ impl Metrics {
             registry,
             reconciles,
             reconcile_duration,
+            reaction_queue,
+            reaction,
             reconcile_errors,
             transitions,
             aborts,
@@ -212,6 +233,16 @@ impl Metrics {
     pub fn reconcile_started(&self) -> ReconcileTimer<'_> {
         self.reconciles.inc();
         ReconcileTimer { histogram: &self.reconcile_duration, start: Instant::now() }
+    }
+
+    /// Records how long a watch event waited for its reconcile to start.
+    pub fn queued(&self, waited: std::time::Duration) {
+        self.reaction_queue.observe(waited.as_secs_f64());
+    }
+
+    /// Records how long after a watch event its reconcile's first write left.
+    pub fn reacted(&self, took: std::time::Duration) {
+        self.reaction.observe(took.as_secs_f64());
     }
 
     /// Counts a failed reconcile by the kind of its error.
