@@ -222,12 +222,13 @@ pub fn read_query_result(body: &Value) -> Answer {
     }
 }
 
-/// The Events worth a notification: steps starting and completing, the rollout done, an abort
-/// and a pause by a check.
+/// The Events worth a notification: a rollout starting, its steps in place, the rollout done, an
+/// abort and a pause by a check.
 fn worth_telling(note: &Note) -> bool {
     matches!(
         note.reason,
-        Reason::StepStarted
+        Reason::RolloutStarted
+            | Reason::StepStarted
             | Reason::StepCompleted
             | Reason::StepPaused
             | Reason::RolloutComplete
@@ -348,6 +349,7 @@ mod tests {
     #[test]
     fn only_progress_and_warnings_are_told() {
         let note = |severity, reason| Note { severity, reason, message: String::new() };
+        assert!(worth_telling(&note(Severity::Normal, Reason::RolloutStarted)));
         assert!(worth_telling(&note(Severity::Normal, Reason::StepStarted)));
         assert!(worth_telling(&note(Severity::Normal, Reason::RolloutComplete)));
         assert!(worth_telling(&note(Severity::Warning, Reason::CheckFailed)));
