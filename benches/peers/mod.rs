@@ -216,6 +216,7 @@ pub async fn measure<C: Controller>(c: &mut C, n: usize) -> Value {
     apply_all(c, &client, &ns, n, "1.0.0").await;
     let first_ok = wait_done(&seen, n, "1.0.0", Duration::from_secs(900)).await;
     let first_s = first.elapsed().as_secs_f64();
+    assert!(first_ok, "{}: the first deploys did not finish; see target/bench/{ns}.log", c.name());
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // The measured rollout.
@@ -310,16 +311,13 @@ async fn kill_mid_pause<C: Controller>(
 ) -> Value {
     let v = "3.0.0";
     apply_all(c, client, ns, n, v).await;
+    // Kill once half of the objects have entered their first pause (under load they do not all
+    // hold it at the same moment); the pauses held at that instant are the ones followed.
     let waiting = Instant::now();
     loop {
-        let pausing = seen
-            .lock()
-            .expect("lock")
-            .pausing
-            .values()
-            .filter(|(ver, p)| ver == v && p.is_some_and(|p| p.step == 0))
-            .count();
-        if pausing * 2 >= n || waiting.elapsed() > Duration::from_secs(300) {
+        let entered =
+            seen.lock().expect("lock").deadlines.keys().filter(|(_, ver, p)| ver == v && *p == 0).count();
+        if entered * 2 >= n || waiting.elapsed() > Duration::from_secs(600) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -331,7 +329,7 @@ async fn kill_mid_pause<C: Controller>(
         .pausing
         .iter()
         .filter_map(|(o, (ver, p))| (ver == v).then_some((o.clone(), (*p)?)))
-        .filter(|(_, p)| p.step == 0)
+        .filter(|(_, p)| p.step == 0 && p.deadline > killed)
         .collect();
     c.kill();
     tokio::time::sleep(DOWN).await;

@@ -22,7 +22,8 @@ use crate::{
 
 #[derive(Default)]
 pub struct Ours {
-    op: Option<Op>,
+    /// The operator process and the namespace it runs for.
+    op: Option<(Op, String)>,
 }
 
 /// The version of a pod template's first container (`nginx:2.0.0` → `2.0.0`).
@@ -55,17 +56,17 @@ impl Controller for Ours {
 
     async fn start(&mut self, ns: &str) {
         match &mut self.op {
-            Some(op) => op.spawn(),
-            None => self.op = Some(Op::start(ns)),
+            Some((op, of)) if of == ns => op.spawn(),
+            _ => self.op = Some((Op::start(ns), ns.to_string())),
         }
     }
 
     fn pid(&self) -> Option<u32> {
-        self.op.as_ref().map(Op::pid)
+        self.op.as_ref().map(|(op, _)| op.pid())
     }
 
     fn kill(&mut self) {
-        if let Some(op) = &mut self.op {
+        if let Some((op, _)) = &mut self.op {
             op.kill();
         }
     }
