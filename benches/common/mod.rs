@@ -80,13 +80,19 @@ pub fn cpu_delta(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>) -> BTreeM
 /// `deployer-operator/`), from the apiserver's audit log (and its rotated files), by
 /// "verb resource[/subresource]".
 pub fn audit_counts(agent: &str, since: DateTime<Utc>, until: DateTime<Utc>) -> BTreeMap<String, u64> {
+    audit_scan(agent, since, until).into_iter().map(|(k, (all, _))| (k, all)).collect()
+}
+
+/// Like [`audit_counts`], with each count split: (all requests, those the apiserver refused with a
+/// status code of 400 or more, e.g. 409 Conflict on a stale update).
+pub fn audit_scan(agent: &str, since: DateTime<Utc>, until: DateTime<Utc>) -> BTreeMap<String, (u64, u64)> {
     let logs = cluster_dir().join("logs");
     let (since, until) = (
         since.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         until.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
     );
     let needle = format!("\"userAgent\":\"{agent}");
-    let mut out = BTreeMap::new();
+    let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let files = std::fs::read_dir(&logs)
         .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
         .unwrap_or_default();
@@ -108,7 +114,10 @@ pub fn audit_counts(agent: &str, since: DateTime<Utc>, until: DateTime<Utc>) -> 
             if let Some(sub) = ev["objectRef"]["subresource"].as_str() {
                 key = format!("{key}/{sub}");
             }
-            *out.entry(key).or_insert(0) += 1;
+            let refused = ev["responseStatus"]["code"].as_u64().is_some_and(|c| c >= 400);
+            let e = out.entry(key).or_insert((0, 0));
+            e.0 += 1;
+            e.1 += u64::from(refused);
         }
     }
     out

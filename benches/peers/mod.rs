@@ -179,15 +179,17 @@ async fn wait_done(seen: &Arc<Mutex<Seen>>, n: usize, version: &str, timeout: Du
     false
 }
 
-/// API requests by "verb resource", per object, and the write totals per object.
-fn per_object(calls: &BTreeMap<String, u64>, n: usize) -> Value {
-    let (mut writes, mut without_events) = (0, 0);
+/// API requests by "verb resource", per object, and the write totals per object (all attempts,
+/// and those the apiserver refused, e.g. 409 Conflict).
+fn per_object(calls: &BTreeMap<String, (u64, u64)>, n: usize) -> Value {
+    let (mut writes, mut without_events, mut refused) = (0, 0, 0);
     let mut by: BTreeMap<String, f64> = BTreeMap::new();
-    for (key, count) in calls {
+    for (key, (count, failed)) in calls {
         let (verb, resource) = key.split_once(' ').unwrap_or((key, ""));
         by.insert(key.clone(), *count as f64 / n as f64);
         if is_write(verb) {
             writes += count;
+            refused += failed;
             if resource != "events" {
                 without_events += count;
             }
@@ -197,7 +199,8 @@ fn per_object(calls: &BTreeMap<String, u64>, n: usize) -> Value {
         "by_verb_resource": by,
         "writes": writes as f64 / n as f64,
         "writes_without_events": without_events as f64 / n as f64,
-        "requests": calls.values().sum::<u64>() as f64 / n as f64,
+        "writes_refused": refused as f64 / n as f64,
+        "requests": calls.values().map(|(c, _)| c).sum::<u64>() as f64 / n as f64,
     })
 }
 
@@ -230,7 +233,8 @@ pub async fn measure<C: Controller>(c: &mut C, n: usize) -> Value {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (cpu1, hwm_kib) = proc_stats(pid);
     let cp = cpu_delta(&cp0, &control_plane_cpu());
-    let calls = audit_counts(c.user_agent(), t0, t1 + TimeDelta::seconds(2));
+    let scanned = audit_scan(c.user_agent(), t0, t1 + TimeDelta::seconds(2));
+    let calls: BTreeMap<String, u64> = scanned.iter().map(|(k, (all, _))| (k.clone(), *all)).collect();
 
     let (mut rollout, mut ideal, mut lateness, mut after_ready) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -293,7 +297,7 @@ pub async fn measure<C: Controller>(c: &mut C, n: usize) -> Value {
         "peak_rss_mib": hwm_kib as f64 / 1024.0,
         "control_plane_cpu_s": cp,
         "api_calls": calls,
-        "per_object": per_object(&calls, n),
+        "per_object": per_object(&scanned, n),
         "kill_mid_pause": restart,
     })
 }
@@ -389,8 +393,13 @@ fn median(runs: &[Value], path: &[&str]) -> f64 {
     percentile(&v, 50.0)
 }
 
+/// peer / ours, where that means something (both positive).
 fn ratio(peer: f64, ours: f64) -> String {
-    if ours.is_nan() || peer.is_nan() || ours == 0.0 { "-".into() } else { format!("×{:.2}", peer / ours) }
+    if ours.is_nan() || peer.is_nan() || ours <= 0.0 || peer <= 0.0 {
+        "-".into()
+    } else {
+        format!("×{:.2}", peer / ours)
+    }
 }
 
 /// The side-by-side table of one size, as Markdown: ours first, then each peer with its ratio to
@@ -421,6 +430,7 @@ pub fn table(n: usize, columns: &[(&str, Vec<Value>)]) -> String {
         ("kube-apiserver CPU (s)", vec!["control_plane_cpu_s", "kube-apiserver"], "{:.1}"),
         ("writes per object, with Events", vec!["per_object", "writes"], "{:.1}"),
         ("writes per object, without Events", vec!["per_object", "writes_without_events"], "{:.1}"),
+        ("· of the writes, refused by the apiserver (409 …)", vec!["per_object", "writes_refused"], "{:.1}"),
         ("requests per object, all verbs", vec!["per_object", "requests"], "{:.1}"),
     ];
     let value = |runs: &[Value], path: &[&str]| -> f64 {
