@@ -483,15 +483,20 @@ pub fn table(n: usize, columns: &[(&str, Vec<Value>)]) -> String {
         }
         out += &format!("{line}\n");
     }
-    // kill -9 mid-pause: counts of the last run, for each controller.
+    // kill -9 mid-pause: counts summed over the runs, for each controller.
     let mut line =
-        "| kill -9 in the first pause: kept / late / restarted / skipped / due while down (of held) |"
+        "| kill -9 in the first pause: kept / late / restarted / skipped / due while down (of held; all runs) |"
             .to_string();
     for (i, (_, runs)) in columns.iter().enumerate() {
-        let k = runs.last().map(|r| &r["kill_mid_pause"]).cloned().unwrap_or(Value::Null);
+        let sum = |k: &str| runs.iter().map(|r| r["kill_mid_pause"][k].as_u64().unwrap_or(0)).sum::<u64>();
         line += &format!(
             " {} / {} / {} / {} / {} ({}) |",
-            k["kept"], k["late"], k["restarted"], k["skipped"], k["due_while_down"], k["held_at_kill"]
+            sum("kept"),
+            sum("late"),
+            sum("restarted"),
+            sum("skipped"),
+            sum("due_while_down"),
+            sum("held_at_kill")
         );
         if i > 0 {
             line += " |";
