@@ -93,6 +93,13 @@ pub struct Seen {
     pub deadlines: Deadlines,
     /// object → (version, pause) as of the latest status seen; None when not pausing.
     pub pausing: HashMap<String, (String, Option<Pause>)>,
+    /// object → version → (spec.replicas, ready replicas) of its workloads, as last seen.
+    pub current: HashMap<String, HashMap<String, (i32, i32)>>,
+    /// object → the lowest number of serving replicas seen while `tracking`: the sum over its
+    /// versions of min(ready, spec.replicas) (a pod being scaled away serves no more).
+    pub min_serving: HashMap<String, i32>,
+    /// Whether `min_serving` is being recorded (during the measured rollout).
+    pub tracking: bool,
 }
 
 impl Seen {
@@ -100,6 +107,13 @@ impl Seen {
     pub fn workload(&mut self, now: DateTime<Utc>, object: &str, version: &str, replicas: i32, ready: i32) {
         self.scaled.entry((object.into(), version.into(), replicas)).or_insert(now);
         self.ready.entry((object.into(), version.into(), ready)).or_insert(now);
+        let versions = self.current.entry(object.into()).or_default();
+        versions.insert(version.into(), (replicas, ready));
+        if self.tracking {
+            let serving = versions.values().map(|(spec, ready)| (*spec).min(*ready)).sum::<i32>();
+            let min = self.min_serving.entry(object.into()).or_insert(serving);
+            *min = (*min).min(serving);
+        }
     }
 
     /// The object's status: the version it rolls out, the pause it holds (if any), finished or not.
@@ -227,9 +241,11 @@ pub async fn measure<C: Controller>(c: &mut C, n: usize) -> Value {
     let (cpu0, _) = proc_stats(pid);
     let cp0 = control_plane_cpu();
     let t0 = Utc::now();
+    seen.lock().expect("lock").tracking = true;
     let bumped = apply_all(c, &client, &ns, n, "2.0.0").await;
     let ok = wait_done(&seen, n, "2.0.0", Duration::from_secs(1800)).await;
     let t1 = Utc::now();
+    seen.lock().expect("lock").tracking = false;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (cpu1, hwm_kib) = proc_stats(pid);
     let cp = cpu_delta(&cp0, &control_plane_cpu());
@@ -273,6 +289,8 @@ pub async fn measure<C: Controller>(c: &mut C, n: usize) -> Value {
         }
     }
     let wall = ms(last_done - t0) / 1000.0;
+    let serving: Vec<f64> = seen.lock().expect("lock").min_serving.values().map(|m| *m as f64).collect();
+    let dipped = serving.iter().filter(|m| **m < R as f64).count();
 
     let restart = kill_mid_pause(c, &client, &ns, n, &seen).await;
     c.kill();
@@ -293,6 +311,9 @@ pub async fn measure<C: Controller>(c: &mut C, n: usize) -> Value {
         "ideal_s": dist(&ideal),
         "lateness_ms": dist(&lateness),
         "pause_start_after_ready_ms": dist(&after_ready),
+        "min_serving_replicas": dist(&serving),
+        "objects_below_r": dipped,
+        "lowest_serving_replicas": serving.iter().copied().fold(f64::NAN, f64::min),
         "cpu_s": cpu1 - cpu0,
         "peak_rss_mib": hwm_kib as f64 / 1024.0,
         "control_plane_cpu_s": cp,
@@ -425,6 +446,8 @@ pub fn table(n: usize, columns: &[(&str, Vec<Value>)]) -> String {
         ("step lateness p50 (ms)", vec!["lateness_ms", "p50"], "{:.0}"),
         ("step lateness p99 (ms)", vec!["lateness_ms", "p99"], "{:.0}"),
         ("pause start − canary ready, p50 (ms)", vec!["pause_start_after_ready_ms", "p50"], "{:.0}"),
+        ("objects whose serving replicas dipped below R = 10", vec!["objects_below_r"], "{:.0}"),
+        ("lowest serving replicas of any object", vec!["lowest_serving_replicas"], "{:.0}"),
         ("controller CPU (s)", vec!["cpu_s"], "{:.1}"),
         ("controller peak RSS (MiB)", vec!["peak_rss_mib"], "{:.1}"),
         ("kube-apiserver CPU (s)", vec!["control_plane_cpu_s", "kube-apiserver"], "{:.1}"),
@@ -452,11 +475,13 @@ pub fn table(n: usize, columns: &[(&str, Vec<Value>)]) -> String {
     for (label, path, spec) in &rows {
         let ours = value(&columns[0].1, path);
         let mut line = format!("| {label} |");
+        // A ratio of differences of times means nothing.
+        let no_ratio = label.contains(" − ");
         for (i, (_, runs)) in columns.iter().enumerate() {
             let x = value(runs, path);
             line += &format!(" {} |", fmt(x, spec));
             if i > 0 {
-                line += &format!(" {} |", ratio(x, ours));
+                line += &format!(" {} |", if no_ratio { "-".into() } else { ratio(x, ours) });
             }
         }
         out += &format!("{line}\n");
