@@ -81,17 +81,27 @@ endif
 # The plot's matplotlib lives in a venv under target/ (installed from PyPI the first time).
 BENCH_VENV := target/bench/venv
 
+# PEERS=argo: also the same canary workload on Argo Rollouts, side by side (docs/performance.md);
+# its controller is built from its Go module first (benches/peers/argo/build.sh, cached).
+# PEER_RUNS=k repeats each pair; BENCH_OWN=0 skips the operator-only part.
+PEERS ?=
+export PEERS
+
 .PHONY: bench
-bench: ## Benchmark: N Deployers rolled out at once (BENCH_SIZES=10,100,1000); table, JSON and PNG under target/bench/
+bench: ## Benchmark: N Deployers rolled out at once (BENCH_SIZES=10,100,1000; PEERS=argo side by side); under target/bench/
+	@set -e; if [[ ",$(PEERS)," == *,argo,* ]]; then bash benches/peers/argo/build.sh >/dev/null; fi
 ifeq ($(CLUSTER),local)
 	@$(MAKE) --no-print-directory cluster-up no-deployed-operator
 endif
-	cargo bench --locked --bench rollouts
+	@set -e; if [[ ",$(PEERS)," == *,argo,* ]]; then eval "$$(bash benches/peers/argo/build.sh)"; \
+	  export ARGO_BIN ARGO_CRDS ARGO_VERSION; fi; \
+	  cargo bench --locked --bench rollouts
 	@$(MAKE) --no-print-directory bench-plot
 
 .PHONY: bench-plot
-bench-plot: $(BENCH_VENV)/.ok ## The PNG plot of the last `make bench` (target/bench/rollouts.png)
-	$(BENCH_VENV)/bin/python scripts/bench-plot.py --json target/bench/rollouts.json --out target/bench/rollouts.png
+bench-plot: $(BENCH_VENV)/.ok ## The PNG plots of the last `make bench` (target/bench/rollouts.png, peers.png)
+	@if [ -f target/bench/rollouts.json ]; then $(BENCH_VENV)/bin/python scripts/bench-plot.py --json target/bench/rollouts.json --out target/bench/rollouts.png; fi
+	@if [ -f target/bench/peers.json ]; then $(BENCH_VENV)/bin/python scripts/bench-plot.py --peers target/bench/peers.json --out target/bench/peers.png; fi
 
 $(BENCH_VENV)/.ok:
 	python3 -m venv $(BENCH_VENV)

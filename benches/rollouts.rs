@@ -17,10 +17,11 @@ mod harness;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+mod common;
+mod peers;
+
 use std::{
     collections::{BTreeMap, HashMap},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -28,7 +29,7 @@ use std::{
 use chrono::{DateTime, TimeDelta, Utc};
 use deployer_operator::api::{Deployer, Phase};
 use futures::{StreamExt, stream};
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::Namespace};
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
     Api, Client, ResourceExt,
     api::{Patch, PatchParams},
@@ -36,12 +37,15 @@ use kube::{
 };
 use serde_json::{Value, json};
 
+use common::*;
+
 const SLEEP: i64 = 5;
 const R: i32 = 2;
 const STEPS: f64 = 2.0;
-const CONCURRENCY: &str = "64";
 /// A moved deadline counts as kept when the step moved at most this late (and never early).
 const KEPT_MS: i64 = 1000;
+/// The user agent of the operator's API requests (audit log).
+const OUR_AGENT: &str = "deployer-operator/";
 
 /// What the watches saw, per name.
 #[derive(Default)]
@@ -61,124 +65,6 @@ struct Seen {
     /// Every time something of a Deployer moved (its status, or the spec of one of its
     /// Deployments): Deployer name → times.
     moves: HashMap<String, Vec<DateTime<Utc>>>,
-}
-
-/// The operator binary (release, as `cargo bench` builds it) with its default flags, except the
-/// ones a benchmark needs. The harness's `Operator` pins `--wait-refresh-seconds 1` for tests;
-/// the benchmark measures the defaults.
-struct Op {
-    ns: String,
-    child: Option<Child>,
-    started: Instant,
-}
-
-impl Op {
-    fn start(ns: &str) -> Op {
-        let mut op = Op { ns: ns.to_string(), child: None, started: Instant::now() };
-        op.spawn();
-        op
-    }
-
-    fn spawn(&mut self) {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(format!("{}.log", self.ns)))
-            .expect("log file");
-        self.started = Instant::now();
-        let child = Command::new(env!("CARGO_BIN_EXE_deployer-operator"))
-            .args(["run", "--namespace", &self.ns, "--listen", "127.0.0.1:0", "--concurrency", CONCURRENCY])
-            .env("KUBECONFIG", support::kubeconfig_path())
-            .env("RUST_LOG", "warn")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("the operator starts");
-        self.child = Some(child);
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map(Child::id).expect("running")
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// kill -9, start again; returns the new process's start time.
-    fn restart(&mut self) -> DateTime<Utc> {
-        self.kill();
-        let at = Utc::now();
-        self.spawn();
-        at
-    }
-}
-
-impl Drop for Op {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn percentile(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((p / 100.0) * (v.len() - 1) as f64).round() as usize]
-}
-
-fn dist(v: &[f64]) -> Value {
-    json!({"n": v.len(), "p50": percentile(v, 50.0), "p99": percentile(v, 99.0), "max": percentile(v, 100.0)})
-}
-
-fn ms(d: TimeDelta) -> f64 {
-    d.num_microseconds().unwrap_or(0) as f64 / 1000.0
-}
-
-/// CPU seconds (user + system) and peak RSS (KiB) of a process, from /proc.
-fn proc_stats(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(") ").next().unwrap_or("").split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|k| k.parse::<u64>().ok())
-        .unwrap_or(0);
-    (ticks / 100.0, hwm)
-}
-
-fn cluster_dir() -> PathBuf {
-    let dir = std::env::var("CLUSTER_DIR").unwrap_or_else(|_| ".cluster".into());
-    let dir = PathBuf::from(dir);
-    if dir.is_absolute() { dir } else { PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir) }
-}
-
-/// CPU seconds of each control-plane component (from `$CLUSTER_DIR/pids`): who is busy.
-fn control_plane_cpu() -> BTreeMap<String, f64> {
-    let pids = cluster_dir().join("pids");
-    ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"]
-        .iter()
-        .filter_map(|c| {
-            let pid = std::fs::read_to_string(pids.join(format!("{c}.pid"))).ok()?;
-            Some((c.to_string(), proc_stats(pid.trim().parse().ok()?).0))
-        })
-        .collect()
-}
-
-fn cpu_delta(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
-    b.iter().map(|(k, v)| (k.clone(), ((v - a.get(k).unwrap_or(&0.0)) * 10.0).round() / 10.0)).collect()
 }
 
 async fn watch_all(client: Client, ns: String, seen: Arc<Mutex<Seen>>) {
@@ -266,42 +152,6 @@ async fn wait_done(seen: &Arc<Mutex<Seen>>, n: usize, version: &str, timeout: Du
     false
 }
 
-/// The operator's API requests in [since, until) from the apiserver's audit log (and its rotated
-/// files), by "verb resource[/subresource]".
-fn audit_counts(since: DateTime<Utc>, until: DateTime<Utc>) -> BTreeMap<String, u64> {
-    let logs = cluster_dir().join("logs");
-    let (since, until) = (
-        since.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        until.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-    );
-    let mut out = BTreeMap::new();
-    let files = std::fs::read_dir(&logs)
-        .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
-        .unwrap_or_default();
-    for file in
-        files.iter().filter(|p| p.file_name().is_some_and(|f| f.to_string_lossy().starts_with("audit")))
-    {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        for line in text.lines().filter(|l| l.contains("\"userAgent\":\"deployer-operator/")) {
-            let Ok(ev) = serde_json::from_str::<Value>(line) else { continue };
-            let at = ev["requestReceivedTimestamp"].as_str().unwrap_or("");
-            if at < since.as_str() || at >= until.as_str() {
-                continue;
-            }
-            let mut key = format!(
-                "{} {}",
-                ev["verb"].as_str().unwrap_or("?"),
-                ev["objectRef"]["resource"].as_str().unwrap_or("?")
-            );
-            if let Some(sub) = ev["objectRef"]["subresource"].as_str() {
-                key = format!("{key}/{sub}");
-            }
-            *out.entry(key).or_insert(0) += 1;
-        }
-    }
-    out
-}
-
 /// Requests grouped by what they touch (deployments, deployers/status, deployers, events, other)
 /// and verb, plus the write totals.
 fn by_kind(calls: &BTreeMap<String, u64>) -> Value {
@@ -317,7 +167,7 @@ fn by_kind(calls: &BTreeMap<String, u64>) -> Value {
             _ => "other",
         };
         *kinds.entry(kind).or_default().entry(verb.to_string()).or_insert(0) += n;
-        if ["create", "patch", "update", "delete"].contains(&verb) {
+        if is_write(verb) {
             writes += n;
             if kind != "events" {
                 writes_no_events += n;
@@ -325,20 +175,6 @@ fn by_kind(calls: &BTreeMap<String, u64>) -> Value {
         }
     }
     json!({"by_kind": kinds, "writes": writes, "writes_without_events": writes_no_events})
-}
-
-/// Deletes the namespace and waits (up to 5 min) until it is gone, so that its garbage collection
-/// does not load the control plane during the next size.
-async fn delete_and_wait(client: &Client, ns: &str) {
-    support::delete_namespace(client, ns).await;
-    let api: Api<Namespace> = Api::all(client.clone());
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(300) {
-        if api.get_opt(ns).await.ok().flatten().is_none() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 async fn run(n: usize) -> Value {
@@ -410,7 +246,7 @@ async fn run(n: usize) -> Value {
             }
         }
     }
-    let calls = audit_counts(t0, t1 + TimeDelta::seconds(2));
+    let calls = audit_counts(OUR_AGENT, t0, t1 + TimeDelta::seconds(2));
     let kinds = by_kind(&calls);
     let writes = kinds["writes"].as_u64().unwrap_or(0) as f64;
     let writes_no_events = kinds["writes_without_events"].as_u64().unwrap_or(0) as f64;
@@ -419,7 +255,7 @@ async fn run(n: usize) -> Value {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let noop_at = op.restart();
     tokio::time::sleep(Duration::from_secs(if n >= 1000 { 20 } else { 8 })).await;
-    let noop_calls = audit_counts(noop_at, Utc::now());
+    let noop_calls = audit_counts(OUR_AGENT, noop_at, Utc::now());
     let noop = by_kind(&noop_calls);
 
     // Restart recovery: roll out 3.0.0, kill -9 the operator with every rollout in flight (most
@@ -591,10 +427,23 @@ async fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    let dir = out_dir();
     std::fs::create_dir_all(&dir).expect("target/bench");
+    // BENCH_OWN=0: only the side-by-side comparison (with PEERS set).
+    if std::env::var("BENCH_OWN").map_or(true, |v| v != "0") {
+        own(&sizes).await;
+    }
+    let peers = peers::requested();
+    if !peers.is_empty() {
+        peers::compare(&sizes, &peers).await;
+    }
+}
+
+/// The operator's own figures (the workload at the top of this file), per size.
+async fn own(sizes: &[usize]) {
+    let dir = out_dir();
     let mut all = Vec::new();
-    for n in sizes {
+    for &n in sizes {
         if all.is_empty() {
             print_header();
         }
@@ -609,14 +458,9 @@ async fn main() {
     println!();
     print_header();
     all.iter().for_each(print_row);
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| {
-        c.lines()
-            .find(|l| l.starts_with("model name"))
-            .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-    });
     let summary = json!({
         "at": Utc::now().to_rfc3339(),
-        "machine": {"cpu": cpu, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+        "machine": machine(),
         "runs": all,
     });
     std::fs::write(dir.join("rollouts.json"), serde_json::to_string_pretty(&summary).expect("json"))
