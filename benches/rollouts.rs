@@ -207,6 +207,7 @@ async fn run(n: usize) -> Value {
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // The measured rollout: every Deployer to 2.0.0 at once.
+    let metrics0 = op.metrics().await;
     let (cpu0, _) = proc_stats(op.pid());
     let cp0 = control_plane_cpu();
     let t0 = Utc::now();
@@ -215,6 +216,11 @@ async fn run(n: usize) -> Value {
     let t1 = Utc::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (cpu1, hwm_kib) = proc_stats(op.pid());
+    let metrics1 = op.metrics().await;
+    let own_latency = json!({
+        "queue_ms": common::histogram_delta(&metrics0, &metrics1, "deployer_reaction_queue_seconds"),
+        "first_write_ms": common::histogram_delta(&metrics0, &metrics1, "deployer_reaction_seconds"),
+    });
     let cp = cpu_delta(&cp0, &control_plane_cpu());
 
     let (mut reaction, mut lateness, mut total, mut ideal) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -336,10 +342,11 @@ async fn run(n: usize) -> Value {
         "n": n,
         "replicas": R,
         "steps": "50% sleep 5s, 100%",
-        "operator": {"build": "release", "concurrency": CONCURRENCY.parse::<u32>().unwrap_or(0), "wait_refresh_s": 10},
+        "operator": {"build": "release", "concurrency": CONCURRENCY.parse::<u32>().unwrap_or(0), "wait_refresh_s": 0},
         "completed": ok,
         "first_deploys_s": first_s,
         "reaction_ms": dist(&reaction),
+        "own_latency": own_latency,
         "lateness_ms": dist(&lateness),
         "rollout_s": dist(&total),
         "ideal_s": dist(&ideal),
@@ -378,9 +385,10 @@ fn f(v: &Value, path: &[&str]) -> f64 {
 
 fn print_header() {
     println!(
-        "{:>5} | {:>15} | {:>21} | {:>13} | {:>6} | {:>6} | {:>15} | {:>6} | {:>17} | deadlines kept",
+        "{:>5} | {:>15} | {:>17} | {:>21} | {:>13} | {:>6} | {:>6} | {:>15} | {:>6} | {:>17} | deadlines kept",
         "N",
         "reaction p50/99",
+        "own q/write p99",
         "lateness p50/p99/max",
         "rollout/ideal",
         "cpu s",
@@ -394,10 +402,12 @@ fn print_header() {
 fn print_row(o: &Value) {
     let r = &o["restart"];
     println!(
-        "{:>5} | {:>7.1}/{:>7.1} | {:>6.1}/{:>6.1}/{:>7.1} | {:>5.1}s/{:>5.1}s | {:>6.1} | {:>6.1} | {:>6.2} ({:>5.2}) | {:>6} | {:>7.2}/{:>7.2} | {}/{} (missed {}, early {}, due while down {})",
+        "{:>5} | {:>7.1}/{:>7.1} | {:>7.1}/{:>7.1}ms | {:>6.1}/{:>6.1}/{:>7.1} | {:>5.1}s/{:>5.1}s | {:>6.1} | {:>6.1} | {:>6.2} ({:>5.2}) | {:>6} | {:>7.2}/{:>7.2} | {}/{} (missed {}, early {}, due while down {})",
         o["n"],
         f(o, &["reaction_ms", "p50"]),
         f(o, &["reaction_ms", "p99"]),
+        f(o, &["own_latency", "queue_ms", "p99"]),
+        f(o, &["own_latency", "first_write_ms", "p99"]),
         f(o, &["lateness_ms", "p50"]),
         f(o, &["lateness_ms", "p99"]),
         f(o, &["lateness_ms", "max"]),

@@ -55,6 +55,12 @@ async fn a_pause_holds_across_an_operator_restart_and_resume_keeps_the_remaining
     let left = paused.paused_wait_millis.expect("the remaining wait is kept");
     assert!((4_000..=7_000).contains(&left), "left {left} ms of an 8 s wait after ~2 s");
     assert_eq!(paused.condition("Progressing").map(|c| c.status.as_str()), Some("Unknown"));
+    // Events follow the status write and are best effort: a kill between the two loses one. Kill
+    // once the Paused Event is out, so that the test below is about the pause, not that race.
+    support::wait_until("the Paused Event", secs(10), || async {
+        events(&client, &ns, "app").await.iter().any(|e| e.1 == "Paused")
+    })
+    .await;
 
     op.kill();
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -132,7 +132,7 @@ async fn the_plugin_drives_a_rollout_through_every_control() {
     }
     assert!(
         get.lines().any(|l| l.contains("Normal   RolloutStarted")
-            && l.ends_with("rolling out 2.0.0 over 1.0.0 in 4 steps")),
+            && l.contains("rolling out 2.0.0 over 1.0.0 in 4 steps; step 1/4: 25%")),
         "`get` lacks the RolloutStarted Event:\n{get}"
     );
 

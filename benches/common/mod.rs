@@ -151,13 +151,31 @@ pub struct Op {
     ns: String,
     child: Option<Child>,
     started: Instant,
+    /// Where its `/metrics` listens (127.0.0.1, a port free when it started).
+    listen: std::net::SocketAddr,
 }
 
 impl Op {
     pub fn start(ns: &str) -> Op {
-        let mut op = Op { ns: ns.to_string(), child: None, started: Instant::now() };
+        let listen = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port on 127.0.0.1");
+        let mut op = Op { ns: ns.to_string(), child: None, started: Instant::now(), listen };
         op.spawn();
         op
+    }
+
+    /// Its `/metrics` (OpenMetrics text), or an empty text when it cannot be read.
+    pub async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut conn) = tokio::net::TcpStream::connect(self.listen).await else { return String::new() };
+        let request = format!("GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.listen);
+        if conn.write_all(request.as_bytes()).await.is_err() {
+            return String::new();
+        }
+        let mut body = String::new();
+        let _ = conn.read_to_string(&mut body).await;
+        body.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
     }
 
     /// Starts the process (again, after [`Op::kill`]).
@@ -170,7 +188,8 @@ impl Op {
             .expect("log file");
         self.started = Instant::now();
         let child = Command::new(env!("CARGO_BIN_EXE_deployer-operator"))
-            .args(["run", "--namespace", &self.ns, "--listen", "127.0.0.1:0", "--concurrency", CONCURRENCY])
+            .args(["run", "--namespace", &self.ns, "--concurrency", CONCURRENCY])
+            .args(["--listen", &self.listen.to_string()])
             .env("KUBECONFIG", support::kubeconfig_path())
             .env("RUST_LOG", "warn")
             .env("NO_COLOR", "1")
@@ -206,6 +225,43 @@ impl Drop for Op {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Quantiles of what a histogram of `/metrics` counted between two scrapes: `(p50, p99, count)` in
+/// milliseconds, by linear interpolation inside the bucket a quantile falls in (its bounds are the
+/// error: about ±20 % with the operator's ×1.5 buckets).
+pub fn histogram_delta(before: &str, after: &str, name: &str) -> Value {
+    let buckets = |text: &str| -> Vec<(f64, f64)> {
+        let prefix = format!("{name}_bucket{{le=\"");
+        text.lines()
+            .filter_map(|l| l.strip_prefix(prefix.as_str()))
+            .filter_map(|rest| {
+                let (le, value) = rest.split_once("\"} ")?;
+                let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+                Some((le, value.split_whitespace().next()?.parse().ok()?))
+            })
+            .collect()
+    };
+    let (b0, b1) = (buckets(before), buckets(after));
+    let delta: Vec<(f64, f64)> = b1
+        .iter()
+        .map(|(le, n)| (*le, n - b0.iter().find(|(l, _)| l == le).map_or(0.0, |(_, m)| *m)))
+        .collect();
+    let total = delta.last().map_or(0.0, |(_, n)| *n);
+    let quantile = |q: f64| {
+        let want = q * total;
+        let mut lower = (0.0, 0.0);
+        for (le, n) in &delta {
+            if *n >= want && total > 0.0 {
+                let upper = if le.is_finite() { *le } else { lower.0 * 1.5 };
+                let span = (n - lower.1).max(f64::MIN_POSITIVE);
+                return (lower.0 + (upper - lower.0) * (want - lower.1) / span) * 1000.0;
+            }
+            lower = (*le, *n);
+        }
+        f64::NAN
+    };
+    json!({"p50": quantile(0.5), "p99": quantile(0.99), "n": total})
 }
 
 /// The machine, for the JSON summaries.

@@ -374,8 +374,10 @@ pub struct Sample {
 
 impl Timeline {
     /// For each step the Deployer waited at, the (canary, stable) replicas that held longest while
-    /// it waited. (Around each transition the world briefly shows the next step's canary before
-    /// the status says so: the operator acts first and persists after.)
+    /// it waited, and where it ended once Done (a last step with nothing after it is not waited
+    /// at: Done is written as it is in place). Between a step's wait and the next step in place,
+    /// the status still says the wait while the next step's replicas move: the longest-held pair
+    /// is the one the step waited with.
     pub fn waiting_pairs(&self, canary: &str, stable: &str) -> Vec<(i32, i32)> {
         let mut out: Vec<(i32, (i32, i32), i64)> = Vec::new(); // (step, pair, held ms)
         for (i, s) in self.samples.iter().enumerate() {
@@ -390,6 +392,14 @@ impl Timeline {
                 }
                 _ => out.push((step, pair, held)),
             }
+        }
+        if let Some(last) = self.samples.last()
+            && last.phase == Some(Phase::Done)
+            && let Some(step) = last.step
+            && out.last().is_none_or(|o| o.0 != step)
+        {
+            let pair = (*last.replicas.get(canary).unwrap_or(&0), *last.replicas.get(stable).unwrap_or(&0));
+            out.push((step, pair, 0));
         }
         out.into_iter().map(|(_, pair, _)| pair).collect()
     }

@@ -209,8 +209,16 @@ pub fn describe(run: &Run, status: &mut DeployerStatus) {
     status.step = Some(format!("{current}/{n}"));
     status.current_step = Some(i32::try_from(current).unwrap_or(i32::MAX));
     status.weight = weight;
+    // Once the last step is in place (Finalizing, Done) the seed's block shows it; an abort
+    // keeps the block of the step it was aborted at.
+    let last = n.checked_sub(1).map(|step| Progress {
+        step: format!("no. {n}"),
+        percentage: format!("{}% has been deployed", percent(run, step)),
+        wait: "0s till next step".to_string(),
+    });
     status.progress = progress(run).or(match run.mem.state {
-        State::Finalizing | State::Done | State::Aborted { .. } => old.progress,
+        State::Finalizing | State::Done => last,
+        State::Aborted { .. } => old.progress,
         _ => None,
     });
     status.conditions = old.conditions;
