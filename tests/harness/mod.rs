@@ -125,11 +125,12 @@ impl Operator {
         if let Some(label) = &self.label {
             command.env("POD_NAME", label);
         }
-        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         let child = command
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
             .env("NO_COLOR", "1")
+            // Last: they may override the ones above (e.g. KUBECONFIG).
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)

@@ -1,0 +1,708 @@
+//! End-to-end: the operator under the faults production operators meet (issue 13) — a leader
+//! frozen past its lease (SIGSTOP), tenants whose endpoints hang, a quota that refuses a write,
+//! labels removed by hand, Deployers created and deleted by the hundred — each on the real local
+//! control plane, each with the figures the issue asks for printed (`--nocapture` shows them).
+//!
+//! Every test has its own namespace and operator processes, so they run beside the others of
+//! `make test`.
+
+mod gates;
+mod harness;
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use deployer_operator::{
+    api::{DeployerStatus, Phase},
+    replicas::split,
+};
+use harness::{Change, Changed, Counted, Operator, apply, deployer, metric, patch_spec, secs};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
+use serde_json::{Value, json};
+
+// ------------------------------------------------------------------------------------ helpers
+
+const LEASE: &str = "deployer-operator";
+const LEASE_SECONDS: i64 = 4;
+
+/// Flags of an operator that takes part in the election of `ns`'s Lease: 4 s leases renewed 2 s
+/// before they expire (as tests/e2e_operations.rs), and the controller's debug lines, which say
+/// when a write met a conflict ("stale view").
+fn elected(ns: &str) -> Vec<String> {
+    let flags = [
+        "--leader-elect",
+        "--lease-namespace",
+        ns,
+        "--lease-duration-seconds",
+        "4",
+        "--lease-grace-seconds",
+        "2",
+        "--log-level",
+        "info,kube=warn,deployer_operator::shell::controller=debug,deployer_operator::shell::leader=debug",
+    ];
+    flags.iter().map(|s| s.to_string()).collect()
+}
+
+/// The user an operator of `label` impersonates in namespace `ns`: its requests are its own in
+/// the API server's audit log.
+fn user_of(ns: &str, label: &str) -> String {
+    format!("{ns}-{label}")
+}
+
+/// A TCP proxy on loopback between one operator process and the API server. What the operator
+/// sends can be held — not forwarded — and released later, as a stalled network, or a process
+/// paused right after its writes left, leaves requests in flight. TLS passes through untouched
+/// (the API server's certificate is for 127.0.0.1, whatever the port).
+struct Proxy {
+    addr: std::net::SocketAddr,
+    hold: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: std::net::SocketAddr) -> Proxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let addr = listener.local_addr().expect("an address");
+        let (hold, held) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else { continue };
+                let (mut from_client, mut to_server) = (client.into_split(), server.into_split());
+                let mut held = held.clone();
+                // Operator → API server: each chunk waits while held.
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = from_client.0.read(&mut buf).await {
+                        if n == 0 || held.wait_for(|h| !*h).await.is_err() {
+                            break;
+                        }
+                        if to_server.1.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to_server.1.shutdown().await;
+                });
+                // API server → operator: always.
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut to_server.0, &mut from_client.1).await;
+                });
+            }
+        });
+        Proxy { addr, hold, task }
+    }
+
+    /// Holds what the operator sends from now on.
+    fn hold(&self) {
+        self.hold.send_replace(true);
+    }
+
+    /// Forwards what was held, and everything after it.
+    fn release(&self) {
+        self.hold.send_replace(false);
+    }
+
+    /// A copy of the tests' kubeconfig that goes through this proxy.
+    fn kubeconfig(&self, name: &str) -> PathBuf {
+        let text = std::fs::read_to_string(support::kubeconfig_path()).expect("the kubeconfig");
+        let mut config: Value = serde_yaml::from_str(&text).expect("a kubeconfig");
+        for cluster in config["clusters"].as_array_mut().expect("clusters") {
+            cluster["cluster"]["server"] = json!(format!("https://{}", self.addr));
+        }
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-logs");
+        std::fs::create_dir_all(&dir).expect("log dir");
+        let path = dir.join(format!("{name}.kubeconfig"));
+        std::fs::write(&path, serde_yaml::to_string(&config).expect("yaml")).expect("write the kubeconfig");
+        path
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The API server's address, from the tests' kubeconfig.
+async fn apiserver() -> std::net::SocketAddr {
+    let url = support::config().await.cluster_url;
+    let host = url.host().expect("a host").trim_matches(|c| c == '[' || c == ']').to_string();
+    let port = url.port_u16().unwrap_or(443);
+    tokio::net::lookup_host((host.as_str(), port)).await.expect("resolve").next().expect("an address")
+}
+
+/// Starts an elected operator behind a proxy of its own, impersonating a user of its own (in
+/// `system:masters`, so it may do what the admin kubeconfig may) so that the audit log tells its
+/// requests apart.
+async fn start_elected(ns: &str, label: &str) -> (Operator, Proxy) {
+    let proxy = Proxy::start(apiserver().await).await;
+    let kubeconfig = proxy.kubeconfig(&format!("{ns}-{label}"));
+    let args = elected(ns);
+    let user = user_of(ns, label);
+    let op = Operator::start_with_env(
+        ns,
+        label,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[
+            ("KUBECONFIG", kubeconfig.to_str().expect("a UTF-8 path")),
+            ("KUBE_RS_DEBUG_IMPERSONATE_USER", &user),
+            ("KUBE_RS_DEBUG_IMPERSONATE_GROUP", "system:masters"),
+        ],
+    );
+    (op, proxy)
+}
+
+/// The Lease's holder (by label: identities are `<label>_<random>`), its renewal and its
+/// acquisition time.
+async fn lease(client: &Client, ns: &str) -> (Option<String>, Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+    let Some(spec) = leases.get_opt(LEASE).await.ok().flatten().and_then(|l| l.spec) else {
+        return (None, None, None);
+    };
+    let holder =
+        spec.holder_identity.map(|id| id.rsplit_once('_').map_or(id.clone(), |(l, _)| l.to_string()));
+    let time = |t: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime>| {
+        t.and_then(|t| DateTime::from_timestamp_micros(t.0.as_microsecond()))
+    };
+    (holder, time(spec.renew_time), time(spec.acquire_time))
+}
+
+/// Waits until the operator labelled `who` holds the Lease.
+async fn wait_holder(client: &Client, ns: &str, who: &str, timeout: Duration) {
+    support::wait_until(&format!("{who} to hold the lease"), timeout, || async {
+        lease(client, ns).await.0.as_deref() == Some(who)
+    })
+    .await;
+}
+
+/// `GET /metrics`, or `None` if the process does not answer within 300 ms.
+async fn try_scrape(addr: std::net::SocketAddr) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.ok()?;
+        let (head, body) = response.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    };
+    tokio::time::timeout(Duration::from_millis(300), exchange).await.ok().flatten()
+}
+
+/// Scrapes /metrics until `pred` holds; returns the text.
+async fn wait_metrics(op: &Operator, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+    let addr = op.http_addr().await;
+    let start = Instant::now();
+    loop {
+        let text = try_scrape(addr).await.unwrap_or_default();
+        if pred(&text) {
+            return text;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}; metrics:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metric(text, name, labels).unwrap_or(0.0)
+}
+
+/// One request in the API server's audit log.
+#[derive(Clone, Debug)]
+struct Audited {
+    at: DateTime<Utc>,
+    verb: String,
+    /// `deployers/status`, `deployments`, `leases`, …
+    resource: String,
+    code: u16,
+}
+
+/// The audit log of the local control plane (`$CLUSTER_DIR/logs/audit.log`, beside the
+/// kubeconfig), if the tests run on it.
+fn audit_log() -> Option<PathBuf> {
+    let path = support::kubeconfig_path().parent()?.join("logs/audit.log");
+    path.is_file().then_some(path)
+}
+
+/// The completed requests of `user` (impersonated) in namespace `ns`, oldest first.
+fn audited(log: &std::path::Path, ns: &str, user: &str) -> Vec<Audited> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut out: Vec<Audited> = text
+        .lines()
+        .filter(|l| l.contains(user) && l.contains(ns))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["stage"] == "ResponseComplete" && e["impersonatedUser"]["username"] == user)
+        .filter_map(|e| {
+            let o = &e["objectRef"];
+            let mut resource = o["resource"].as_str()?.to_string();
+            if let Some(sub) = o["subresource"].as_str() {
+                resource = format!("{resource}/{sub}");
+            }
+            Some(Audited {
+                at: e["requestReceivedTimestamp"].as_str()?.parse().ok()?,
+                verb: e["verb"].as_str()?.to_string(),
+                resource,
+                code: e["responseStatus"]["code"].as_u64().unwrap_or(0) as u16,
+            })
+        })
+        .collect();
+    out.sort_by_key(|a| a.at);
+    out
+}
+
+/// Whether a request writes.
+fn writes(a: &Audited) -> bool {
+    matches!(a.verb.as_str(), "create" | "update" | "patch" | "delete")
+}
+
+/// Merge-patches an annotation onto a Deployer (a control request, as the plugin makes it).
+async fn annotate(client: &Client, ns: &str, name: &str, key: &str, value: &str) {
+    let api: Api<deployer_operator::api::Deployer> = Api::namespaced(client.clone(), ns);
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("annotating {ns}/{name}: {e}"));
+}
+
+// ------------------------------------------------------------------------ 1. fencing (SIGSTOP)
+
+/// What a recorded history breaks of the fencing invariants, per rollout of `R` replicas over
+/// `percents` (the implied 100% last): empty if nothing.
+///
+/// 1. `status.handled` never goes back: a value once replaced never comes back, and never goes
+///    (a stale status would replay a promote or an abort);
+/// 2. within one rollout (same canary) the step never goes back;
+/// 3. each Deployment moves only towards what the status current at that instant asks (by
+///    resourceVersion, the API server's order): the canary only grows, never past the current
+///    step's target; the stable only shrinks, never below it.
+fn fencing_violations(changes: &[Change], r: i32, percents: &[i32]) -> Vec<String> {
+    let mut out = Vec::new();
+    let percent = |step: i32| -> i32 {
+        usize::try_from(step - 1).ok().and_then(|i| percents.get(i)).copied().unwrap_or(100)
+    };
+    let mut statuses: BTreeMap<String, DeployerStatus> = BTreeMap::new();
+    let mut handled: BTreeMap<(String, &'static str), Vec<Option<String>>> = BTreeMap::new();
+    let mut replicas: BTreeMap<String, i32> = BTreeMap::new();
+    for change in changes {
+        match &change.what {
+            Changed::Deployer { name, status: Some(st) } => {
+                if let Some(before) = statuses.get(name) {
+                    let same_rollout = before.canary_version.is_some()
+                        && before.canary_version == st.canary_version
+                        && before.stable_version == st.stable_version;
+                    let (a, b) = (before.current_step.unwrap_or(0), st.current_step.unwrap_or(0));
+                    if same_rollout && b < a {
+                        out.push(format!("{name}: step went back {a} → {b} at rv {}", change.rv));
+                    }
+                }
+                let h = &st.handled;
+                let fields = [
+                    ("promote", h.promote.clone()),
+                    ("promoteFull", h.promote_full.clone()),
+                    ("abort", h.abort.clone()),
+                    ("retry", h.retry.clone()),
+                ];
+                for (field, now) in fields {
+                    let seen = handled.entry((name.clone(), field)).or_default();
+                    if seen.last() != Some(&now) {
+                        if seen.contains(&now) || (now.is_none() && !seen.is_empty()) {
+                            out.push(format!(
+                                "{name}: handled.{field} went back to {now:?} at rv {} (seen {seen:?})",
+                                change.rv
+                            ));
+                        }
+                        seen.push(now);
+                    }
+                }
+                statuses.insert(name.clone(), (**st).clone());
+            }
+            Changed::Deployer { .. } => {}
+            Changed::Deployment { name, owner: Some(owner), replicas: Some(now) } => {
+                let before = replicas.insert(name.clone(), *now);
+                let Some(st) = statuses.get(owner) else { continue };
+                let version = name.strip_prefix(&format!("{owner}-")).unwrap_or_default();
+                let rolling = matches!(
+                    st.phase,
+                    Some(Phase::Scaling | Phase::Waiting | Phase::Paused | Phase::Checking)
+                );
+                let target = split(r, percent(st.current_step.unwrap_or(1)));
+                let is_canary = st.canary_version.as_deref() == Some(version);
+                let is_stable = st.stable_version.as_deref() == Some(version);
+                let at = format!("at rv {} (status: {:?} step {:?})", change.rv, st.phase, st.current_step);
+                if is_canary && rolling {
+                    if before.is_some_and(|b| *now < b) {
+                        out.push(format!("{name}: canary went down {before:?} → {now} {at}"));
+                    }
+                    if *now > target.canary {
+                        out.push(format!("{name}: canary {now} past its target {} {at}", target.canary));
+                    }
+                }
+                if is_stable && rolling && st.canary_version.is_some() {
+                    if before.is_some_and(|b| *now > b) {
+                        out.push(format!("{name}: stable went up {before:?} → {now} {at}"));
+                    }
+                    if *now < target.stable {
+                        out.push(format!("{name}: stable {now} below its target {} {at}", target.stable));
+                    }
+                }
+            }
+            Changed::Deployment { name, .. } => {
+                replicas.remove(name);
+            }
+        }
+    }
+    out
+}
+
+/// The fencing invariants hold on a made-up history, and each kind of violation is caught (the
+/// checker itself, no cluster).
+#[test]
+fn the_fencing_checker_catches_a_status_or_a_deployment_going_back() {
+    let status = |step: i32, phase: Phase, promote: Option<&str>| -> Changed {
+        let mut st = DeployerStatus {
+            phase: Some(phase),
+            current_step: Some(step),
+            stable_version: Some("1.0.0".into()),
+            canary_version: Some("2.0.0".into()),
+            ..DeployerStatus::default()
+        };
+        st.handled.promote = promote.map(str::to_string);
+        Changed::Deployer { name: "app".into(), status: Some(Box::new(st)) }
+    };
+    let dep = |version: &str, n: i32| Changed::Deployment {
+        name: format!("app-{version}"),
+        owner: Some("app".into()),
+        replicas: Some(n),
+    };
+    let history = |whats: Vec<Changed>| -> Vec<Change> {
+        whats
+            .into_iter()
+            .enumerate()
+            .map(|(i, what)| Change { rv: i as u64 + 1, at: Utc::now(), what })
+            .collect()
+    };
+    let percents = [10, 20, 30];
+    let good = vec![
+        dep("1.0.0", 10),
+        status(1, Phase::Scaling, None),
+        dep("2.0.0", 1),
+        dep("1.0.0", 9),
+        status(1, Phase::Waiting, None),
+        status(2, Phase::Scaling, Some("p1")),
+        dep("2.0.0", 2),
+        dep("1.0.0", 8),
+    ];
+    assert_eq!(fencing_violations(&history(good.clone()), 10, &percents), Vec::<String>::new());
+
+    // A stale leader's status lands after the new leader's: the step and the promote go back.
+    let mut stale = good.clone();
+    stale.push(status(1, Phase::Waiting, None));
+    let found = fencing_violations(&history(stale), 10, &percents);
+    assert!(found.iter().any(|v| v.contains("step went back 2 → 1")), "{found:?}");
+    assert!(found.iter().any(|v| v.contains("handled.promote went back")), "{found:?}");
+
+    // A stale leader's Deployment write lands: the canary goes down, the stable up.
+    let mut stale = good.clone();
+    stale.push(dep("2.0.0", 1));
+    stale.push(dep("1.0.0", 9));
+    let found = fencing_violations(&history(stale), 10, &percents);
+    assert!(found.iter().any(|v| v.contains("canary went down")), "{found:?}");
+    assert!(found.iter().any(|v| v.contains("stable went up")), "{found:?}");
+
+    // A canary moved past what the current status asks.
+    let mut early = good;
+    early.push(dep("2.0.0", 3));
+    let found = fencing_violations(&history(early), 10, &percents);
+    assert!(found.iter().any(|v| v.contains("past its target 2")), "{found:?}");
+}
+
+/// How a freeze is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Freeze {
+    /// SIGSTOP at whatever instant it lands.
+    Plain,
+    /// What the leader sends is held from 1 s before the SIGSTOP until the standby has moved the
+    /// rollouts on, then delivered: the leader is frozen with decisions in flight, and they land
+    /// late — deterministically, not only when the SIGSTOP happens to land mid-reconcile.
+    Held,
+}
+
+/// One freeze of the leader, as the test saw it.
+#[derive(Debug)]
+struct Frozen {
+    how: Freeze,
+    frozen: String,
+    took_over: String,
+    stopped_at: DateTime<Utc>,
+    lease_expired: Option<DateTime<Utc>>,
+    taken_at: Option<DateTime<Utc>>,
+    promoted_at: DateTime<Utc>,
+    /// When its held requests were delivered (a `Held` freeze).
+    delivered_at: Option<DateTime<Utc>>,
+    resumed_at: DateTime<Utc>,
+    exited_after: Option<Duration>,
+    exit: Option<std::process::ExitStatus>,
+    /// The stale leader's /metrics between its resume and its exit, if a scrape made it.
+    metrics: Option<String>,
+    /// What its log says after the resume.
+    log: String,
+}
+
+/// SIGSTOP of the leader beyond its lease, mid-rollout: the standby takes the lease once it
+/// expires and moves the rollouts on (their waits end during the freeze; some are promoted
+/// meanwhile, so `status.handled` changes), then the frozen leader gets SIGCONT. Twice:
+///
+/// 1. a plain SIGSTOP: on resume the frozen leader's timers are long due (with
+///    `--wait-refresh-seconds 1` every waiting Deployer's is), but it sees first that its lease
+///    is gone and stops before any reconcile starts — time fencing;
+/// 2. a SIGSTOP with requests in flight (`Freeze::Held`): what the leader decided just before
+///    the freeze — status writes of ten waiting Deployers, on the view it had — reaches the API
+///    server after the new leader has moved on. Only the resourceVersion preconditions stop it.
+///
+/// Every status version and every Deployment change is recorded by watches and checked in the
+/// API server's order (`fencing_violations`), and no step may be announced twice (Events, series
+/// counted). The report of each freeze says what the stale leader's writes got (audit log).
+///
+/// What this catches without fencing (demonstrated by removing the status write's
+/// resourceVersion precondition in src/shell/writes.rs): the held status writes land — forced
+/// server-side apply — over the new leader's; the step goes back, a handled promote goes back (to
+/// be carried out again), and the new leader announces steps again: the test fails on each.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_frozen_past_its_lease_lands_nothing_it_decided() {
+    const N: usize = 10;
+    const R: i32 = 10;
+    let percents: Vec<i32> = (1..=9).map(|i| i * 10).collect();
+    let client = support::client().await;
+    harness::install_crd(&client).await;
+    let ns = support::namespace(&client, "e2e-fence").await;
+    let (mut leader, mut leader_proxy) = start_elected(&ns, "op-a").await;
+    wait_holder(&client, &ns, "op-a", secs(30)).await;
+    let (mut standby, mut standby_proxy) = start_elected(&ns, "op-b").await;
+    wait_metrics(&standby, "op-b ready as a standby", secs(30), |t| {
+        metric(t, "deployer_leader", &[]) == Some(0.0)
+    })
+    .await;
+
+    // Waits of 3–5 s per step (most of a rollout is spent waiting, its status refreshed every
+    // second): every freeze (≥ 6 s) outlasts some of them.
+    let names: Vec<String> = (0..N).map(|i| format!("app{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        let steps: Vec<(i32, i64)> = percents.iter().map(|p| (*p, 3 + (i as i64 % 3))).collect();
+        apply(&client, &ns, &deployer(name, "1.0.0", R, &steps)).await;
+    }
+    for name in &names {
+        harness::wait_phase(&client, &ns, name, Phase::Done, secs(90)).await;
+    }
+    let history = harness::History::start(&client, &ns, None).await;
+    for name in &names {
+        patch_spec(&client, &ns, name, json!({"deployment": {"version": "2.0.0"}})).await;
+    }
+    for name in &names {
+        harness::wait_phase(&client, &ns, name, Phase::Waiting, secs(60)).await;
+    }
+
+    let mut freezes = Vec::new();
+    for (round, how) in [Freeze::Plain, Freeze::Held].into_iter().enumerate() {
+        let (frozen, next) = (leader.label(), standby.label());
+        let addr = leader.http_addr().await;
+        if how == Freeze::Held {
+            // Right after a renewal (and the leader's read-back of it, 200 ms later): the next
+            // renewal is due 2 s after it, and the leader would give up 3 s after it, so a 1 s
+            // hold ends in the freeze before the leader can notice it.
+            let (_, before, _) = lease(&client, &ns).await;
+            support::wait_until("a renewal of the lease", secs(10), || async {
+                lease(&client, &ns).await.1 != before
+            })
+            .await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            leader_proxy.hold();
+            tokio::time::sleep(secs(1)).await;
+        }
+        let stopped_at = Utc::now();
+        leader.signal(libc::SIGSTOP);
+        let (_, renewed, _) = lease(&client, &ns).await;
+        wait_holder(&client, &ns, &next, secs(30)).await;
+        let (_, _, taken_at) = lease(&client, &ns).await;
+        // The new leader moves the rollouts on, and carries out promotes the frozen one never saw.
+        wait_metrics(&standby, "the new leader to reconcile", secs(30), |t| {
+            value(t, "deployer_reconciles_total", &[]) > 0.0
+        })
+        .await;
+        let promoted_at = Utc::now();
+        let token = format!("fence-{round}-{}", promoted_at.timestamp_millis());
+        let promoted: Vec<&String> = names.iter().skip(round).step_by(3).collect();
+        for name in &promoted {
+            annotate(&client, &ns, name, "deploy.example.com/promote", &token).await;
+        }
+        for name in &promoted {
+            harness::wait_status(&client, &ns, name, "the promote handled", secs(30), |s| {
+                s.handled.promote.as_deref() == Some(token.as_str()) || s.phase == Some(Phase::Done)
+            })
+            .await;
+        }
+        // Frozen for at least 2 s past the lease: every waiting Deployer's next look is long due
+        // and the new leader has written every waiting Deployer's status since.
+        let frozen_for = Utc::now() - stopped_at;
+        let least = chrono::TimeDelta::seconds(LEASE_SECONDS + 2);
+        if frozen_for < least {
+            tokio::time::sleep((least - frozen_for).to_std().unwrap_or_default()).await;
+        }
+        let delivered_at = (how == Freeze::Held).then(|| {
+            leader_proxy.release();
+            Utc::now()
+        });
+        if delivered_at.is_some() {
+            // The held requests reach the API server while their sender is still frozen.
+            tokio::time::sleep(secs(2)).await;
+        }
+        let log_from = leader.log().len();
+        let resumed_at = Utc::now();
+        let resumed = Instant::now();
+        leader.signal(libc::SIGCONT);
+        // Its /metrics between the resume and its exit (best effort: it exits at once).
+        let mut metrics = None;
+        while resumed.elapsed() < secs(15) && leader.is_running() {
+            if let Some(text) = try_scrape(addr).await {
+                metrics = Some(text);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let log = leader.log().get(log_from..).unwrap_or_default().to_string();
+        let exit = leader.wait_exit(secs(15)).await;
+        let exited_after = Some(resumed.elapsed()).filter(|_| exit.is_some());
+        // The deposed leader exits with an error (Kubernetes would restart it as a standby).
+        assert_eq!(exit.and_then(|s| s.code()), Some(1), "{frozen} after SIGCONT: {exit:?}\n{log}");
+        assert!(log.contains("lost leadership"), "{frozen} after SIGCONT:\n{log}");
+        freezes.push(Frozen {
+            how,
+            frozen: frozen.clone(),
+            took_over: next.clone(),
+            stopped_at,
+            lease_expired: renewed.map(|r| r + chrono::TimeDelta::seconds(LEASE_SECONDS)),
+            taken_at,
+            promoted_at,
+            delivered_at,
+            resumed_at,
+            exited_after,
+            exit,
+            metrics,
+            log,
+        });
+        (leader, leader_proxy) = (standby, standby_proxy);
+        (standby, standby_proxy) = start_elected(&ns, &format!("op-{}", ["c", "d"][round])).await;
+        wait_metrics(&standby, "a new standby", secs(30), |t| metric(t, "deployer_leader", &[]) == Some(0.0))
+            .await;
+    }
+
+    for name in &names {
+        harness::wait_status(&client, &ns, name, "Done on 2.0.0", secs(180), |s| {
+            s.phase == Some(Phase::Done) && s.stable_version.as_deref() == Some("2.0.0")
+        })
+        .await;
+    }
+    let changes = history.stop();
+
+    // The report: each freeze's timeline, and what the stale leader's writes got.
+    tokio::time::sleep(secs(1)).await; // the audit log is written as requests complete
+    let audit = audit_log();
+    // Every failure at once: a fencing bug shows in several of them.
+    let mut problems: Vec<String> = Vec::new();
+    for (i, f) in freezes.iter().enumerate() {
+        let ms = |t: Option<DateTime<Utc>>| t.map(|t| (t - f.stopped_at).num_milliseconds());
+        // Its writes that reached the API server after the standby took over.
+        let since = f.taken_at.unwrap_or(f.stopped_at);
+        let (mut refused, mut landed) = (BTreeMap::new(), BTreeMap::new());
+        if let Some(log) = &audit {
+            for a in audited(log, &ns, &user_of(&ns, &f.frozen)).iter().filter(|a| a.at >= since && writes(a))
+            {
+                let key = format!("{} {}", a.verb, a.resource);
+                if a.code == 409 {
+                    *refused.entry(key).or_insert(0) += 1;
+                } else {
+                    *landed.entry(format!("{key} → {}", a.code)).or_insert(0) += 1;
+                }
+            }
+        }
+        let stale_lines = f.log.matches("stale view").count();
+        let conflicts = f.metrics.as_deref().map(|t| {
+            (
+                value(t, "deployer_kube_api_requests_total", &[("result", "409")]),
+                value(t, "deployer_reconcile_errors_total", &[("reason", "stale")]),
+            )
+        });
+        println!(
+            "freeze {} ({:?}): SIGSTOP {} at 0 ms; its lease expired at {:?} ms; {} took the lease at {:?} ms; \
+             promotes at {} ms; its held requests delivered at {:?} ms; SIGCONT at {} ms; it exited {:?} later ({:?}). \
+             Its writes after the takeover (audit log{}): refused with 409 {refused:?}, others {landed:?}; \
+             its log after the resume: {stale_lines} \"stale view\" lines; its /metrics after the resume: {}",
+            i + 1,
+            f.how,
+            f.frozen,
+            ms(f.lease_expired),
+            f.took_over,
+            ms(f.taken_at),
+            (f.promoted_at - f.stopped_at).num_milliseconds(),
+            ms(f.delivered_at),
+            (f.resumed_at - f.stopped_at).num_milliseconds(),
+            f.exited_after,
+            f.exit,
+            if audit.is_some() { "" } else { " not available: not the local control plane" },
+            conflicts.map_or("not scraped before it exited".to_string(), |(c, s)| format!(
+                "kube_api_requests_total{{result=\"409\"}} {c}, reconcile_errors_total{{reason=\"stale\"}} {s} (whole term)"
+            )),
+        );
+        // Never while its lease was valid.
+        if let (Some(expired), Some(taken)) = (f.lease_expired, f.taken_at)
+            && taken < expired
+        {
+            problems.push(format!("freeze {}: the lease was taken before it expired: {f:?}", i + 1));
+        }
+        // The held round must have put stale status writes on the wire, or it proved nothing.
+        if f.how == Freeze::Held && audit.is_some() {
+            let stale: i32 =
+                refused.iter().filter(|(k, _)| k.contains("deployers/status")).map(|(_, n)| n).sum();
+            if stale == 0 {
+                problems.push(format!(
+                    "freeze {}: no stale status write was refused (refused {refused:?}, others {landed:?})",
+                    i + 1
+                ));
+            }
+        }
+    }
+
+    problems.extend(fencing_violations(&changes, R, &percents));
+    let mut announced = 0;
+    for name in &names {
+        let events: Vec<Counted> = harness::counted_events(&client, &ns, name).await;
+        announced += harness::step_announcements(&events).len();
+        let repeated: Vec<_> =
+            harness::step_announcements(&events).into_iter().filter(|(_, n)| *n > 1).collect();
+        if !repeated.is_empty() {
+            problems.push(format!("{name}: steps announced more than once: {repeated:?}"));
+        }
+    }
+    assert!(problems.is_empty(), "fencing failed:\n{}", problems.join("\n"));
+    println!(
+        "fencing: {} status versions and Deployment changes recorded for {N} rollouts, none against its status; \
+         {announced} step announcements, none repeated",
+        changes.len()
+    );
+    drop((leader, standby, leader_proxy, standby_proxy));
+    support::delete_namespace(&client, &ns).await;
+}
