@@ -468,10 +468,10 @@ async fn publish_event(recorder: &Recorder, dpl: &Deployer, note: &Note) {
             Severity::Warning => EventType::Warning,
         },
         reason: note.reason.as_str().into(),
-        note: Some(note.message.clone()),
+        note: Some(cut(&note.message, MAX_NOTE_BYTES)),
         // The recorder folds Events with the same reason and action into one series; the message
         // as the action keeps each step its own line in `kubectl describe`.
-        action: note.message.chars().take(128).collect(),
+        action: cut(&note.message, MAX_ACTION_BYTES),
         secondary: None,
     };
     match note.severity {
@@ -481,6 +481,20 @@ async fn publish_event(recorder: &Recorder, dpl: &Deployer, note: &Note) {
     if let Err(err) = recorder.publish(&event, &dpl.object_ref(&())).await {
         warn!(%err, reason = %note.reason, "could not publish event");
     }
+}
+
+/// The longest `action` and `note` of an Event the API server takes, in bytes (not characters:
+/// an Event whose action has 128 characters, some of them beyond ASCII, is refused, and lost).
+const MAX_ACTION_BYTES: usize = 128;
+const MAX_NOTE_BYTES: usize = 1024;
+
+/// `text` cut, at a character boundary, to at most `max` bytes.
+fn cut(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
 }
 
 /// On failure: look again — soon after a stale view (the change that made it stale is on its
@@ -495,4 +509,23 @@ fn error_policy(dpl: Arc<Deployer>, err: &Error, ctx: Arc<Context>) -> Action {
     let wait = ctx.memo.failed(&dpl.uid().unwrap_or_default());
     warn!(deployer = %dpl.name_any(), %err, "reconcile failed; retrying in {wait:?}");
     Action::requeue(wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_events_action_and_note_are_cut_to_their_byte_limits_at_a_character_boundary() {
+        let short = "step 1/4: 25% — scaling to 2.0.0=1";
+        assert_eq!(cut(short, MAX_ACTION_BYTES), short);
+        let action = cut(&"é".repeat(5000), MAX_ACTION_BYTES);
+        assert_eq!((action.len(), action.chars().count()), (128, 64));
+        // A character across the limit is left out whole.
+        let action = cut(&format!("a{}", "—".repeat(100)), MAX_ACTION_BYTES);
+        assert_eq!(action.len(), 1 + 3 * 42);
+        let note = cut(&format!("ab{}", "𝄞".repeat(300)), MAX_NOTE_BYTES);
+        assert_eq!(note.len(), 2 + 4 * 255);
+        assert_eq!(cut("", MAX_NOTE_BYTES), "");
+    }
 }
