@@ -706,3 +706,286 @@ async fn a_leader_frozen_past_its_lease_lands_nothing_it_decided() {
     drop((leader, standby, leader_proxy, standby_proxy));
     support::delete_namespace(&client, &ns).await;
 }
+
+// ------------------------------------------------------------------- 2. starvation and limits
+
+/// A tenant's endpoint that hangs: accepts every connection and never answers (each is held for
+/// 60 s, then closed). Returns its address and the number of connections it holds now.
+async fn hanging_server() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+    let addr = listener.local_addr().expect("an address");
+    let held = Arc::new(AtomicUsize::new(0));
+    let count = held.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let count = count.clone();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                tokio::time::sleep(secs(60)).await;
+                drop(socket);
+                count.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, held)
+}
+
+/// Rolls `name` to `version` and returns how long it took to be Done on it.
+async fn timed_rollout(client: &Client, ns: &str, name: &str, version: &str) -> Duration {
+    let started = Instant::now();
+    patch_spec(client, ns, name, json!({"deployment": {"version": version}})).await;
+    harness::wait_status(client, ns, name, &format!("Done on {version}"), secs(120), |s| {
+        s.phase == Some(Phase::Done) && s.stable_version.as_deref() == Some(version)
+    })
+    .await;
+    started.elapsed()
+}
+
+/// Waits until every hooked Deployer has aborted its rollout to `version` (after the retry
+/// `retry`, if any) because its webhook timed out, and returns, per Deployer, how long its call
+/// was out (from `checks[].startedAt`, first seen while Checking, to `lastAt`).
+async fn wait_hung_up(
+    client: &Client,
+    ns: &str,
+    hooked: &[String],
+    version: &str,
+    retry: Option<&str>,
+) -> Vec<Duration> {
+    let api: Api<deployer_operator::api::Deployer> = Api::namespaced(client.clone(), ns);
+    let mut started: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    let mut out: BTreeMap<String, Duration> = BTreeMap::new();
+    let begin = Instant::now();
+    while out.len() < hooked.len() {
+        assert!(
+            begin.elapsed() < secs(120),
+            "hooked rollouts still not aborted after 120 s: {:?}",
+            hooked.iter().filter(|n| !out.contains_key(*n)).collect::<Vec<_>>()
+        );
+        let list = api.list(&Default::default()).await.expect("list Deployers");
+        for d in list.items {
+            let name = kube::ResourceExt::name_any(&d);
+            let Some(st) = d.status.filter(|_| hooked.contains(&name)) else { continue };
+            if st.canary_version.as_deref() != Some(version) || st.handled.retry.as_deref() != retry {
+                continue;
+            }
+            let check = st.checks.iter().find(|c| c.name == "webhook/hang");
+            if let Some(at) = check.and_then(|c| c.started_at) {
+                started.entry(name.clone()).or_insert(at);
+            }
+            if st.phase == Some(Phase::Aborted) && !out.contains_key(&name) {
+                let c = check.unwrap_or_else(|| panic!("{name}: aborted without its check: {st:?}"));
+                assert_eq!(
+                    st.abort_reason,
+                    Some(deployer_operator::api::AbortReason::CheckFailed),
+                    "{name}: {st:?}"
+                );
+                assert_eq!(
+                    st.check_verdict.as_deref(),
+                    Some("webhook/hang: no answer within 20s"),
+                    "{name}: {st:?}"
+                );
+                assert_eq!((c.runs, c.failures), (1, 1), "{name}: one call, no retry: {c:?}");
+                let from =
+                    started.get(&name).copied().unwrap_or_else(|| panic!("{name}: never seen in flight"));
+                let out_for = (c.last_at.expect("lastAt") - from).to_std().unwrap_or_default();
+                out.insert(name, out_for);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    out.into_values().collect()
+}
+
+/// 40 Deployers whose BeforeStep webhook hangs (accepted, never answered; `timeoutSeconds` 20,
+/// `retries` 0) roll out at the same time as one plain Deployer (which starts once their 40 calls
+/// are out, and ends before any of them times out), under the default
+/// `--concurrency` (16). The plain rollout takes as long as without them, and each hanging one
+/// ends as its timeout says: Aborted, CheckFailed, "no answer within 20s", its call out 20 s.
+///
+/// Were the calls made inside the reconcile (as before issue 13), the 40 hanging calls would hold
+/// all 16 workers for 20 s each and the plain rollout would wait 20 s or more for one. Margins
+/// for a loaded 2-core machine: two rollouts each way, their means compared, within 20 % plus 3 s
+/// (the 40 neighbours' own writes at the start cost a little CPU; starvation costs ≥ 20 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn hanging_webhooks_of_forty_tenants_do_not_slow_a_plain_rollout() {
+    use std::sync::atomic::Ordering;
+    const HOOKED: usize = 40;
+    let (client, ns, op) = harness::setup("e2e-starve").await;
+    let (hang, held) = hanging_server().await;
+    let url = format!("http://{hang}/gate");
+    apply(&client, &ns, &deployer("plain", "1.0.0", 4, &[(25, 2), (50, 2), (75, 2)])).await;
+    let hooked: Vec<String> = (0..HOOKED).map(|i| format!("hooked{i}")).collect();
+    for name in &hooked {
+        let mut manifest = deployer(name, "1.0.0", 1, &[(50, 0)]);
+        manifest["spec"]["analysis"] = json!({"webhooks": [
+            {"name": "hang", "type": "BeforeStep", "url": url, "timeoutSeconds": 20, "retries": 0}
+        ]});
+        apply(&client, &ns, &manifest).await;
+    }
+    for name in hooked.iter().chain(["plain".to_string()].iter()) {
+        harness::wait_phase(&client, &ns, name, Phase::Done, secs(120)).await;
+    }
+
+    // Alone.
+    let mut alone = vec![timed_rollout(&client, &ns, "plain", "2.0.0").await];
+    // Beside 40 hanging webhooks (the first deploys ran none: there was nothing to roll back to).
+    let mut beside = Vec::new();
+    let mut hung = Vec::new();
+    let mut calls_out = Vec::new();
+    for (round, version) in ["3.0.0", "4.0.0"].into_iter().enumerate() {
+        let token = format!("retry-{round}");
+        // Round 0: a new version for all; round 1: the aborted rollouts retried.
+        for name in &hooked {
+            if round == 0 {
+                patch_spec(&client, &ns, name, json!({"deployment": {"version": "2.0.0"}})).await;
+            } else {
+                annotate(&client, &ns, name, "deploy.example.com/retry", &token).await;
+            }
+        }
+        // Every hanging call out (and the neighbours' own writes made) before the plain rollout
+        // starts: it runs entirely while 40 calls hang.
+        support::wait_until("every hanging call out", secs(30), || {
+            std::future::ready(held.load(Ordering::SeqCst) >= HOOKED)
+        })
+        .await;
+        let hung_at = Instant::now();
+        beside.push(timed_rollout(&client, &ns, "plain", version).await);
+        // While the plain one finished, every hanging call was still out.
+        let metrics = harness::http_get(op.http_addr().await, "/metrics").await.2;
+        calls_out.push((held.load(Ordering::SeqCst), value(&metrics, "deployer_check_calls_out", &[])));
+        assert!(hung_at.elapsed() < secs(18), "the plain rollout outlasted the hanging calls: {beside:?}");
+        let retried = (round == 1).then(|| format!("retry-{round}"));
+        hung.extend(wait_hung_up(&client, &ns, &hooked, "2.0.0", retried.as_deref()).await);
+    }
+    alone.push(timed_rollout(&client, &ns, "plain", "5.0.0").await);
+
+    let mean = |xs: &[Duration]| xs.iter().sum::<Duration>() / xs.len() as u32;
+    let (alone_mean, beside_mean) = (mean(&alone), mean(&beside));
+    let (min_hung, max_hung) = (hung.iter().min().copied(), hung.iter().max().copied());
+    println!(
+        "starvation: a plain rollout (R 4, 3 waits of 2 s) took {alone:?} alone (mean {alone_mean:?}) and {beside:?} \
+         beside {HOOKED} hanging webhooks (mean {beside_mean:?}, {:+.0} %); connections held by the hanging server and \
+         deployer_check_calls_out when it finished: {calls_out:?}; the {} hanging calls were out {min_hung:?} … {max_hung:?} \
+         before their Deployers aborted (timeoutSeconds 20)",
+        (beside_mean.as_secs_f64() / alone_mean.as_secs_f64() - 1.0) * 100.0,
+        hung.len(),
+    );
+    assert!(
+        beside_mean <= alone_mean.mul_f64(1.2) + secs(3),
+        "a plain rollout took {beside:?} beside hanging webhooks, {alone:?} alone"
+    );
+    for (held_now, gauge) in &calls_out {
+        assert!(
+            *held_now >= HOOKED && *gauge >= HOOKED as f64,
+            "calls out while the plain one finished: {calls_out:?}"
+        );
+    }
+    assert_eq!(hung.len(), 2 * HOOKED);
+    for d in &hung {
+        assert!(*d >= secs(20) && *d <= secs(30), "a hanging call was out {d:?} (timeout 20 s): {hung:?}");
+    }
+    support::delete_namespace(&client, &ns).await;
+}
+
+/// What a tenant's endpoint can cost is bounded: a Prometheus answer over 1 MiB is not read
+/// past 1 MiB and makes the check inconclusive, saying so; an error text of 5,000 characters is
+/// clipped to 256 in the status (and its Warning, within the API server's 1 KiB, is published); a
+/// webhook's body is never read (one that never ends passes at once).
+#[tokio::test(flavor = "multi_thread")]
+async fn tenant_endpoints_cost_at_most_their_limits() {
+    use axum::{Router, body::Body, routing::get, routing::post};
+    let (client, ns, _op) = harness::setup("e2e-limits").await;
+    let huge = format!(
+        "{{\"status\":\"success\",\"data\":{{\"resultType\":\"vector\",\"result\":[{{\"metric\":{{\"pad\":\"{}\"}},\"value\":[0,\"1\"]}}]}}}}",
+        "x".repeat(2 << 20)
+    );
+    // 5,000 characters of 4 bytes each: 256 of them are over 1 KiB, an Event note's limit.
+    let wordy = json!({"status": "error", "errorType": "bad_data", "error": "𝄞".repeat(5000)}).to_string();
+    let router = Router::new()
+        .route("/huge/api/v1/query", get(move || std::future::ready(huge.clone())))
+        .route("/wordy/api/v1/query", get(move || std::future::ready(wordy.clone())))
+        .route(
+            "/endless",
+            post(|| async {
+                let chunk = bytes_of(64 * 1024);
+                Body::from_stream(futures::stream::repeat_with(move || {
+                    Ok::<_, std::io::Error>(chunk.clone())
+                }))
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+    let addr = listener.local_addr().expect("an address");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let metric_of = |path: &str| {
+        json!({
+            "prometheus": {"address": format!("http://{addr}/{path}")},
+            "metrics": [{"name": "rate", "query": "up", "min": 0.5, "intervalSeconds": 1, "count": 2}]
+        })
+    };
+    for (name, analysis) in [
+        ("huge", metric_of("huge")),
+        ("wordy", metric_of("wordy")),
+        (
+            "endless",
+            json!({"webhooks": [{"name": "gate", "type": "BeforeStep", "url": format!("http://{addr}/endless"), "timeoutSeconds": 5, "retries": 0}]}),
+        ),
+    ] {
+        let mut manifest = deployer(name, "1.0.0", 2, &[(50, 1)]);
+        manifest["spec"]["analysis"] = analysis;
+        apply(&client, &ns, &manifest).await;
+    }
+    for name in ["huge", "wordy", "endless"] {
+        harness::wait_phase(&client, &ns, name, Phase::Done, secs(60)).await;
+        patch_spec(&client, &ns, name, json!({"deployment": {"version": "2.0.0"}})).await;
+    }
+
+    let huge = harness::wait_phase(&client, &ns, "huge", Phase::Paused, secs(60)).await;
+    assert_eq!(
+        huge.check_verdict.as_deref(),
+        Some("metric/rate: Prometheus answered more than 1048576 bytes: not one number"),
+        "{huge:?}"
+    );
+    let wordy = harness::wait_phase(&client, &ns, "wordy", Phase::Paused, secs(60)).await;
+    let error = wordy.checks.first().and_then(|c| c.last_error.clone()).expect("an error");
+    assert_eq!(error.chars().count(), 256, "{error}");
+    assert!(
+        error.starts_with("Prometheus refused the query (bad_data): 𝄞𝄞") && error.ends_with('…'),
+        "{error}"
+    );
+    // The Warning says it too, within what the API server takes of an Event (1 KiB).
+    support::wait_until("a CheckInconclusive Warning", secs(30), || async {
+        let events = harness::events(&client, &ns, "wordy").await;
+        events.iter().any(|(t, r, _)| t == "Warning" && r == "CheckInconclusive")
+    })
+    .await;
+    let events = harness::events(&client, &ns, "wordy").await;
+    let inconclusive = events.into_iter().find(|(t, r, _)| t == "Warning" && r == "CheckInconclusive");
+    let (_, _, note) = inconclusive.expect("the Warning");
+    assert!(note.contains("metric/rate: Prometheus refused the query (bad_data): 𝄞𝄞𝄞"), "{note}");
+    assert!(note.len() <= 1024, "{} bytes: {note}", note.len());
+    let started = Instant::now();
+    let endless = harness::wait_status(&client, &ns, "endless", "Done on 2.0.0", secs(60), |s| {
+        s.phase == Some(Phase::Done) && s.stable_version.as_deref() == Some("2.0.0")
+    })
+    .await;
+    let gate = endless.checks.iter().find(|c| c.name == "webhook/gate").expect("the webhook's result");
+    assert_eq!((gate.runs, gate.last_value.as_deref()), (1, Some("200")), "{gate:?}");
+    println!(
+        "limits: a 2 MiB Prometheus answer: {:?}; a 5,000-character error kept as {} characters; a webhook with an endless \
+         body passed ({} call) and the rollout ended {:?} after the others paused",
+        huge.check_verdict,
+        error.chars().count(),
+        gate.runs,
+        started.elapsed()
+    );
+    support::delete_namespace(&client, &ns).await;
+}
+
+fn bytes_of(n: usize) -> axum::body::Bytes {
+    axum::body::Bytes::from(vec![b'x'; n])
+}
