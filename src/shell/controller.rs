@@ -205,8 +205,12 @@ async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
         Observation::Later(action) => return Ok(action),
     };
     let outcomes = ctx.calls.answers(&world.uid);
-    let decision = rollout::decide(&world.input(&[], None, &ctx.settings, &outcomes));
-    let (world, decision) = confirm(&ctx, world, decision, &outcomes).await?;
+    // A write refused before is taken as still refused until one goes through: the status keeps
+    // saying so (no write, hence no watch event that would retry at once), and the retry comes
+    // on the backoff. Once a write goes through, the status stops saying so.
+    let refused = ctx.memo.refusal(&world.uid);
+    let decision = rollout::decide(&world.input(&[], refused.as_deref(), &ctx.settings, &outcomes));
+    let (world, decision) = confirm(&ctx, world, decision, refused.as_deref(), &outcomes).await?;
     let version =
         persist(&ctx, &world, world.dpl.resource_version(), world.dpl.status.as_ref(), &decision).await?;
     call_checks(&ctx, &world, &decision, &outcomes);
@@ -217,6 +221,14 @@ async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
         rollout::decide(&world.input(conflicts, refused, &ctx.settings, &outcomes))
     };
     let after = match acted {
+        Acted::Done if refused.is_some() => {
+            // The refusal is over: the status says so (the decision's Events are published).
+            ctx.memo.succeeded(&world.uid);
+            let after = follow_up(&[], None);
+            persist(&ctx, &world, version.or(world.dpl.resource_version()), Some(&decision.status), &after)
+                .await?;
+            return Ok(next_look(&after));
+        }
         Acted::Done => {
             ctx.memo.succeeded(&world.uid);
             return Ok(next_look(&decision));
@@ -224,15 +236,21 @@ async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
         Acted::Stale => return Ok(Action::requeue(STALE_RETRY)),
         // Decided again once the watch shows it (its labels are back).
         Acted::Unseen => return Ok(Action::requeue(Duration::from_secs(1))),
-        Acted::Taken(name) => follow_up(&[name], None),
-        Acted::Refused(why) => follow_up(&[], Some(&why)),
+        Acted::Taken(ref name) => follow_up(std::slice::from_ref(name), None),
+        Acted::Refused(ref why) => follow_up(&[], Some(why)),
+    };
+    let acted_refusal = match acted {
+        Acted::Refused(why) => Some(why),
+        _ => None,
     };
     // A name taken by someone else, or a write refused: the Deployer says so (a condition and a
     // Warning), on top of the status just written.
     persist(&ctx, &world, version.or(world.dpl.resource_version()), Some(&decision.status), &after).await?;
     publish(&ctx, &world, &after).await;
-    Ok(match after.status.condition("Progressing") {
-        Some(c) if c.reason == "WriteRefused" => Action::requeue(ctx.memo.failed(&world.uid)),
+    Ok(match (&acted_refusal, after.status.condition("Progressing")) {
+        (Some(why), Some(c)) if c.reason == "WriteRefused" => {
+            Action::requeue(ctx.memo.refused(&world.uid, why))
+        }
         _ => next_look(&after),
     })
 }
@@ -348,6 +366,7 @@ async fn confirm(
     ctx: &Context,
     mut world: World,
     decision: Decision,
+    refused: Option<&str>,
     outcomes: &[Outcome],
 ) -> Result<(World, Decision)> {
     if !decision.breaks(&world.observed) {
@@ -376,7 +395,7 @@ async fn confirm(
     debug!(cached = ?world.observed, fresh = ?observed, "deciding again on a fresh read");
     world.owned = owned;
     world.observed = observed;
-    let decision = rollout::decide(&world.input(&[], None, &ctx.settings, outcomes));
+    let decision = rollout::decide(&world.input(&[], refused, &ctx.settings, outcomes));
     Ok((world, decision))
 }
 
