@@ -214,13 +214,13 @@ async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
     let version =
         persist(&ctx, &world, world.dpl.resource_version(), world.dpl.status.as_ref(), &decision).await?;
     call_checks(&ctx, &world, &decision, &outcomes);
-    publish(&ctx, &world, &decision).await;
+    publish(&ctx, &world, world.dpl.status.as_ref(), &decision).await;
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &world.ns);
     let acted = writes::act(&api, &world.dpl, &world.owned, &decision).await?;
     let follow_up = |conflicts: &[String], refused: Option<&str>| {
         rollout::decide(&world.input(conflicts, refused, &ctx.settings, &outcomes))
     };
-    let after = match acted {
+    let mut after = match acted {
         Acted::Done if refused.is_some() => {
             // The refusal is over: the status says so (the decision's Events are published).
             ctx.memo.succeeded(&world.uid);
@@ -244,9 +244,11 @@ async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
         _ => None,
     };
     // A name taken by someone else, or a write refused: the Deployer says so (a condition and a
-    // Warning), on top of the status just written.
+    // Warning), on top of the status just written. The decision's own Events are published
+    // already: only what the follow-up adds is.
     persist(&ctx, &world, version.or(world.dpl.resource_version()), Some(&decision.status), &after).await?;
-    publish(&ctx, &world, &after).await;
+    after.notes.retain(|n| !decision.notes.contains(n));
+    publish(&ctx, &world, Some(&decision.status), &after).await;
     Ok(match (&acted_refusal, after.status.condition("Progressing")) {
         (Some(why), Some(c)) if c.reason == "WriteRefused" => {
             Action::requeue(ctx.memo.refused(&world.uid, why))
@@ -447,11 +449,12 @@ async fn persist(
     Ok(written)
 }
 
-/// Publish: the metrics of the decision, its Events and (in the background) its notifications.
-/// Like Events, notifications follow the status write: lost on a crash, never repeated.
-async fn publish(ctx: &Context, world: &World, decision: &Decision) {
+/// Publish: the metrics of the decision (the change from `before`), its Events and (in the
+/// background) its notifications. Like Events, notifications follow the status write: lost on a
+/// crash, never repeated.
+async fn publish(ctx: &Context, world: &World, before: Option<&DeployerStatus>, decision: &Decision) {
     let dpl = &world.dpl;
-    ctx.metrics.decided(dpl.status.as_ref(), &decision.status, &decision.notes, world.now);
+    ctx.metrics.decided(before, &decision.status, &decision.notes, world.now);
     for note in &decision.notes {
         publish_event(&ctx.recorder, dpl, note).await;
     }
