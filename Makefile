@@ -122,6 +122,17 @@ endif
 	CHAOS_CONTROL_PLANE=$(if $(filter local,$(CLUSTER)),1,0) \
 	cargo test --locked --test e2e_chaos -- --nocapture
 
+# `make faults`: the fault tests too slow for every `make test` (tests/e2e_faults_slow.rs; over 90 s
+# each, and they measure time): a leader frozen (SIGSTOP) past its lease, and 40 hanging webhooks
+# beside a plain rollout. One at a time (tests/e2e_faults_slow.rs, not part of `make test`); `.ci/run` runs both.
+.PHONY: faults
+faults: ## Faults: the leader frozen past its lease (SIGSTOP), 40 hanging webhooks beside a plain rollout
+ifeq ($(CLUSTER),local)
+	@$(MAKE) --no-print-directory cluster-up
+endif
+	@$(MAKE) --no-print-directory tools
+	cargo test --locked --test e2e_faults_slow -- --test-threads=1 --nocapture
+
 .PHONY: crds
 crds: ## Regenerate crds/ (and the Helm chart's copy) from the Rust types
 	cargo run --quiet --locked -- crd > crds/deployer.yaml

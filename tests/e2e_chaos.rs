@@ -14,6 +14,15 @@
 //! | `CHAOS_CONTROL_PLANE` (restart apiserver and etcd) | 0 | 1 |
 //! | `CHAOS_SEED` | from the clock (printed) | |
 //!
+//! A hostile tenant shares the namespace throughout the waves (both runs): Deployers with every
+//! numeric field at its schema bounds (16 metrics and 16 webhooks to endpoints that never answer,
+//! 300 s timeouts, 10 retries, 100 steps of a year's sleep, a year's progress deadline; and the
+//! lower bounds: 0 and 1 replicas, a 1 s deadline) and hand edits of its own Deployers' statuses
+//! through the status subresource (a nonsense `currentStep`, a wiped status, an unknown plan,
+//! checks in flight that never were, …). The operator must never exit by itself, and the other
+//! rollouts' invariants must hold. (`replicas` stays far below its bound of 100,000: kwok would
+//! make that many pods on the shared control plane.)
+//!
 //! The apiserver and etcd are restarted only when `CHAOS_CONTROL_PLANE=1`: `make test` runs every
 //! test binary at once against one shared control plane, and an outage would fail the other tests.
 //! `make chaos` runs this binary alone, so it may take the control plane down.
@@ -112,14 +121,16 @@ struct Expect {
 struct Excuse {
     at: Instant,
     dropped: bool,
+    /// When the Deployer was first seen back at R since it dropped (a recovery is believed once
+    /// it has held for [`Checker::settle`]).
+    back_at: Option<Instant>,
 }
 
 /// The checker's view, updated from one watch of every Deployment in the namespace.
 #[derive(Default)]
 struct Checker {
-    /// Per Deployer: ready replicas of each of its Deployments (see [`kept_ready`]), and whether
-    /// that Deployment's status describes its current spec.
-    ready: HashMap<String, BTreeMap<String, (i32, bool)>>,
+    /// Per Deployer: ready replicas of each of its Deployments (see [`kept_ready`]).
+    ready: HashMap<String, BTreeMap<String, i32>>,
     /// Deployers that have had a stable at R (from then on the floor applies).
     armed: std::collections::HashSet<String>,
     excused: HashMap<String, Excuse>,
@@ -131,41 +142,55 @@ struct Checker {
     violations: Vec<String>,
     updates: u64,
     relists: u64,
+    /// How long a Deployer must hold at R after a hand edit's drop before the floor applies
+    /// again (0: at once).
+    settle: Duration,
 }
 
 impl Checker {
     /// Allows `name` to drop below R until it has recovered (a hand edit is about to be made).
     fn excuse(&mut self, name: &str) {
-        self.excused.insert(name.to_string(), Excuse { at: Instant::now(), dropped: false });
+        self.excused.insert(name.to_string(), Excuse { at: Instant::now(), dropped: false, back_at: None });
     }
 
     /// Re-evaluates the floor of one Deployer after an update.
     fn check(&mut self, name: &str) {
-        let total: i32 = self.ready.get(name).map(|m| m.values().map(|(r, _)| r).sum()).unwrap_or(0);
-        let synced = self.ready.get(name).is_none_or(|m| m.values().all(|(_, s)| *s));
+        let total: i32 = self.ready.get(name).map(|m| m.values().sum()).unwrap_or(0);
         self.updates += 1;
         if let Some(excuse) = self.excused.get_mut(name) {
-            if total < R {
+            // Back at R for `settle` already: recovered, and the floor applies to this update.
+            let settled = excuse.back_at.is_some_and(|t| t.elapsed() >= self.settle);
+            if total < R && !settled {
                 excuse.dropped = true;
+                excuse.back_at = None;
                 self.min_ready_excused = Some(self.min_ready_excused.map_or(total, |m| m.min(total)));
                 if excuse.at.elapsed() > secs(120) {
                     self.violations.push(format!("{name}: no recovery 120 s after a hand edit"));
                 }
                 return;
             }
-            // Recovered (or the edit cost no ready pod and 10 s have passed): the floor applies
-            // again. A recovery counts only on statuses that describe their specs: right after a
-            // hand scale-down the status may still show the pods it removes.
-            if !synced {
-                return;
+            if total >= R && excuse.dropped && !settled {
+                // Seen back at R: believed once it holds. Right after a hand scale-down the
+                // Deployment may still report the ready pods it is removing (its status lags its
+                // ReplicaSet's); raised again at once by the operator, min(ready, spec) would
+                // count them and look like a recovery for a moment.
+                excuse.back_at.get_or_insert_with(Instant::now);
+                if self.settle > Duration::ZERO {
+                    return;
+                }
             }
+            // Recovered (or the edit cost no ready pod and 10 s have passed): the floor applies again.
             if excuse.dropped || excuse.at.elapsed() > secs(10) {
                 let excuse = self.excused.remove(name).expect("excused");
                 if excuse.dropped {
-                    self.recoveries.push(excuse.at.elapsed());
+                    // The time it took to be back at R (for good).
+                    let back = excuse.back_at.unwrap_or_else(Instant::now);
+                    self.recoveries.push(back.duration_since(excuse.at));
                 }
             }
-            return;
+            if total >= R || !settled {
+                return;
+            }
         }
         if total >= R {
             self.armed.insert(name.to_string());
@@ -173,11 +198,7 @@ impl Checker {
         if self.armed.contains(name) {
             self.min_ready = Some(self.min_ready.map_or(total, |m| m.min(total)));
             if total < R {
-                let seen: BTreeMap<String, i32> = self
-                    .ready
-                    .get(name)
-                    .map(|m| m.iter().map(|(k, (r, _))| (k.clone(), *r)).collect())
-                    .unwrap_or_default();
+                let seen = self.ready.get(name).cloned().unwrap_or_default();
                 self.violations.push(format!(
                     "{name}: {total} ready replicas < R = {R} at {} ({seen:?})",
                     chrono::Utc::now().format("%H:%M:%S%.3f")
@@ -186,10 +207,30 @@ impl Checker {
         }
     }
 
+    /// At the end (the world settled, no update to come): a Deployer back at R since a hand
+    /// edit's drop has recovered, however short ago.
+    fn finish(&mut self) {
+        let back: Vec<String> = self
+            .excused
+            .iter()
+            .filter(|(name, e)| {
+                let total: i32 = self.ready.get(*name).map(|m| m.values().sum()).unwrap_or(0);
+                e.dropped && e.back_at.is_some() && total >= R
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in back {
+            let excuse = self.excused.remove(&name).expect("excused");
+            self.recoveries.push(excuse.back_at.unwrap_or(excuse.at).duration_since(excuse.at));
+        }
+    }
+
     /// Applies one Deployment as the watch delivered it (`None`: deleted).
     fn apply(&mut self, d: &Deployment, gone: bool) {
-        let Some(owner) = d.labels().get(DEPLOYER_LABEL).cloned() else { return };
-        let ready = (kept_ready(d), synced(d));
+        let Some(owner) = d.labels().get(DEPLOYER_LABEL).filter(|o| o.starts_with("app")).cloned() else {
+            return;
+        };
+        let ready = kept_ready(d);
         let versions = self.ready.entry(owner.clone()).or_default();
         if gone || d.metadata.deletion_timestamp.is_some() {
             versions.remove(&d.name_any());
@@ -206,12 +247,6 @@ impl Checker {
 fn kept_ready(d: &Deployment) -> i32 {
     let ready = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
     ready.min(d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1))
-}
-
-/// Whether a Deployment's status describes its current spec.
-fn synced(d: &Deployment) -> bool {
-    let observed = d.status.as_ref().and_then(|s| s.observed_generation).unwrap_or(0);
-    observed >= d.metadata.generation.unwrap_or(0)
 }
 
 /// Runs the checker until aborted. A re-list (after a watch error, e.g. an apiserver restart)
@@ -233,12 +268,13 @@ fn start_checker(client: &Client, ns: &str, checker: Arc<Mutex<Checker>>) -> tok
                     let names: Vec<String> = c.ready.keys().cloned().collect();
                     c.ready.clear();
                     for d in &all {
-                        let Some(owner) = d.labels().get(DEPLOYER_LABEL).cloned() else { continue };
+                        let Some(owner) =
+                            d.labels().get(DEPLOYER_LABEL).filter(|o| o.starts_with("app")).cloned()
+                        else {
+                            continue;
+                        };
                         if d.metadata.deletion_timestamp.is_none() {
-                            c.ready
-                                .entry(owner)
-                                .or_default()
-                                .insert(d.name_any(), (kept_ready(d), synced(d)));
+                            c.ready.entry(owner).or_default().insert(d.name_any(), kept_ready(d));
                         }
                     }
                     let mut owners: Vec<String> = c.ready.keys().cloned().collect();
@@ -426,8 +462,14 @@ async fn assert_settled(client: &Client, ns: &str, expect: &[Expect]) {
     .await;
     let want: Vec<(String, i32)> =
         expect.iter().enumerate().map(|(i, e)| (format!("app{i}-{}", e.stable), R)).collect();
-    let want: Vec<(&str, i32)> = want.iter().map(|(n, r)| (n.as_str(), *r)).collect();
-    harness::wait_deployments(client, ns, &want, secs(60)).await;
+    // The rollouts' Deployments (the hostile tenant's live beside them).
+    let want: BTreeMap<String, i32> = want.into_iter().collect();
+    support::wait_until(&format!("the app Deployments in {ns} to be {want:?}"), secs(60), || async {
+        let mut now = harness::replicas(client, ns).await;
+        now.retain(|name, _| name.starts_with("app"));
+        now == want
+    })
+    .await;
     for (i, e) in expect.iter().enumerate() {
         let st = harness::status(client, ns, &format!("app{i}")).await.expect("status");
         assert_eq!(st.stable_version.as_deref(), Some(e.stable.as_str()), "app{i}: {st:?}");
@@ -447,6 +489,214 @@ fn target(i: usize, wave: u32) -> (String, bool) {
     } else {
         (format!("{v}.0.0"), false)
     }
+}
+
+// ------------------------------------------------------------------------ the hostile tenant
+
+/// An endpoint that never answers: accepts every connection and holds it (5 minutes).
+async fn black_hole() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+    let addr = listener.local_addr().expect("an address");
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                tokio::time::sleep(secs(300)).await;
+                drop(socket);
+            });
+        }
+    });
+    addr
+}
+
+/// A DNS-label of `len` characters (a version or a name at its length bound).
+fn long_label(prefix: &str, len: usize) -> String {
+    let mut s = prefix.to_string();
+    while s.len() < len {
+        s.push(char::from(b'a' + (s.len() % 26) as u8));
+    }
+    s.truncate(len);
+    s
+}
+
+/// The hostile tenant's Deployer with every numeric field at its upper bound (replicas aside):
+/// 100 steps of a year's sleep, a year's progress deadline, 16 metrics (count 100, failure
+/// limit 100, an hour apart, the widest min/max) and 16 webhooks (300 s, 10 retries) at every
+/// step, all to endpoints that never answer, a 4,096-character query, names and a version at
+/// their length bounds.
+fn hostile_max(hole: std::net::SocketAddr, version: &str) -> serde_json::Value {
+    let year = 31_536_000i64;
+    let metric = |i: usize| {
+        json!({
+            "name": long_label(&format!("m{i:03}-"), 63),
+            "query": format!("sum(up{{job=\"{}\"}})", "x".repeat(4096 - 18)),
+            "min": -1.7976931348623157e308, "max": 1.7976931348623157e308,
+            "count": 100, "failureLimit": 100, "intervalSeconds": 3600,
+        })
+    };
+    let webhook = |i: usize, gate: &str| {
+        json!({
+            "name": long_label(&format!("w{i:03}-"), 63), "type": gate,
+            "url": format!("http://{hole}/{}", "p".repeat(2048 - 30)),
+            "timeoutSeconds": 300, "retries": 10, "metadata": {"tenant": "hostile"},
+        })
+    };
+    let gates = ["BeforeStep", "AfterStep", "BeforePromotion", "Rollback"];
+    let steps: Vec<serde_json::Value> = (1..=100)
+        .map(|p| {
+            let mut step = json!({"percent": p, "sleep": if p == 100 { 0 } else { year }});
+            // The first step's own checks too (all 100 would pass the object's size limit).
+            if p == 1 {
+                // Named apart from the rollout-wide ones (the operator refuses a name twice).
+                step["webhooks"] = json!((100..116).map(|i| webhook(i, "BeforeStep")).collect::<Vec<_>>());
+                step["metrics"] = json!((100..116).map(metric).collect::<Vec<_>>());
+            }
+            step
+        })
+        .collect();
+    json!({
+        "apiVersion": "deploy.example.com/v1alpha1",
+        "kind": "Deployer",
+        "metadata": {"name": "hostile-max"},
+        "spec": {
+            "deployment": {
+                "name": "hostile-max", "image": "nginx", "version": version, "replicas": 3,
+                "labels": {"app": "hostile-max"},
+            },
+            "progressDeadlineSeconds": year,
+            "steps": steps,
+            "analysis": {
+                "prometheus": {"address": format!("http://{hole}")},
+                "metrics": (0..16).map(metric).collect::<Vec<_>>(),
+                "webhooks": (0..16).map(|i| webhook(i, gates[i % 4])).collect::<Vec<_>>(),
+            },
+        }
+    })
+}
+
+/// The hostile tenant's Deployers at the lower bounds: `replicas` 0 (and 1), a 1 s progress
+/// deadline, one 1% step of no sleep, checks of 1 s timeouts, no retries, one measurement a
+/// second.
+fn hostile_min(name: &str, replicas: i32, hole: std::net::SocketAddr, version: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "deploy.example.com/v1alpha1",
+        "kind": "Deployer",
+        "metadata": {"name": name},
+        "spec": {
+            "deployment": {"name": name, "image": "nginx", "version": version, "replicas": replicas,
+                "labels": {"app": name}},
+            "progressDeadlineSeconds": 1,
+            "steps": [{"percent": 1, "sleep": 0}],
+            "analysis": {
+                "prometheus": {"address": format!("http://{hole}")},
+                "metrics": [{"name": "m", "query": "1", "min": 0, "count": 1, "failureLimit": 0, "intervalSeconds": 1}],
+                "webhooks": [{"name": "w", "type": "BeforeStep", "url": format!("http://{hole}/"), "timeoutSeconds": 1, "retries": 0}],
+            },
+        }
+    })
+}
+
+/// The hand edits the hostile tenant makes to its own Deployers' statuses (merge patches of the
+/// status subresource). Some the API server refuses (an unknown phase): counted, not an error.
+fn status_edit(k: u64) -> (&'static str, serde_json::Value) {
+    match k % 8 {
+        0 => ("nonsense currentStep", json!({"status": {"currentStep": 9999}})),
+        1 => ("negative currentStep", json!({"status": {"currentStep": -7, "phase": "Waiting"}})),
+        2 => ("wiped status", json!({"status": null})),
+        3 => ("unknown plan", json!({"status": {"plan": "13%/-5s,garbage,200%/x"}})),
+        4 => ("unknown phase", json!({"status": {"phase": "Exploding"}})),
+        5 => (
+            "a wait at the end of time",
+            json!({"status": {"phase": "Waiting", "currentStep": 1, "waitUntil": "9999-12-31T23:59:59Z"}}),
+        ),
+        6 => (
+            "checks in flight that never were",
+            json!({"status": {"checks": [{"name": "webhook/ghost", "gate": "BeforeStep", "step": 500,
+                "phase": "Running", "runs": -3, "failures": 2147483647,
+                "startedAt": "1970-01-01T00:00:00Z", "lastError": "x".repeat(10_000)}]}}),
+        ),
+        _ => (
+            "versions that are not versions",
+            json!({"status": {"stableVersion": "../../etc", "canaryVersion": "", "handled": {"promote": "x".repeat(5000)}}}),
+        ),
+    }
+}
+
+/// What the hostile tenant did.
+#[derive(Debug, Default)]
+struct HostileTally {
+    edits: BTreeMap<&'static str, (u32, u32)>,
+    version_bumps: u32,
+    api_errors: u32,
+}
+
+/// Starts the hostile tenant in `ns`: its Deployers at the bounds, and a task that keeps
+/// editing their statuses (and rolling them on) until `stop` is set.
+async fn start_hostile(
+    client: &Client,
+    ns: &str,
+    seed: u64,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<HostileTally> {
+    let hole = black_hole().await;
+    let v = |n: u32| long_label(&format!("{n}.0.0-"), 63);
+    harness::apply(client, ns, &hostile_max(hole, &v(1))).await;
+    harness::apply(client, ns, &hostile_min("hostile-min0", 0, hole, "1.0.0")).await;
+    harness::apply(client, ns, &hostile_min("hostile-min1", 1, hole, "1.0.0")).await;
+    for i in 0..3 {
+        harness::apply(client, ns, &deployer(&format!("hostile-edit{i}"), "1.0.0", 2, &[(50, 1)])).await;
+    }
+    let (client, ns) = (client.clone(), ns.to_string());
+    tokio::spawn(async move {
+        use std::sync::atomic::Ordering;
+        let api: Api<Deployer> = Api::namespaced(client.clone(), &ns);
+        let mut tally = HostileTally::default();
+        let mut rng = Rng(seed ^ 0x0005_eed0_f405_711e);
+        let names = [
+            "hostile-max",
+            "hostile-min0",
+            "hostile-min1",
+            "hostile-edit0",
+            "hostile-edit1",
+            "hostile-edit2",
+        ];
+        let mut round = 0u32;
+        while !stop.load(Ordering::SeqCst) {
+            round += 1;
+            // Every few edits, a new version for all (the bounded one into its 100 steps).
+            if round % 8 == 1 {
+                let n = round / 8 + 2;
+                let max = hostile_max(hole, &v(n));
+                let mut ok = api
+                    .patch("hostile-max", &PatchParams::apply("hostile").force(), &Patch::Apply(&max))
+                    .await
+                    .is_ok();
+                for name in &names[1..] {
+                    let body = json!({"spec": {"deployment": {"version": format!("{n}.0.0")}}});
+                    ok &= api.patch(name, &PatchParams::default(), &Patch::Merge(&body)).await.is_ok();
+                }
+                if ok {
+                    tally.version_bumps += 1;
+                } else {
+                    tally.api_errors += 1;
+                }
+            }
+            // The bounded Deployer only loses its status now and then (any other edit halts it
+            // with StatusUnreadable, and it should get to its gates); the others get everything.
+            let (name, (kind, body)) = if round % 10 == 5 {
+                ("hostile-max", status_edit(2))
+            } else {
+                (names[rng.range(1, names.len() as u64) as usize], status_edit(rng.next()))
+            };
+            let entry = tally.edits.entry(kind).or_default();
+            match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&body)).await {
+                Ok(_) => entry.0 += 1,
+                Err(kube::Error::Api(e)) if e.code == 422 || e.code == 400 => entry.1 += 1,
+                Err(_) => tally.api_errors += 1,
+            }
+            tokio::time::sleep(Duration::from_millis(rng.range(150, 600))).await;
+        }
+        tally
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -493,13 +743,16 @@ async fn rollouts_survive_kills_hand_edits_and_control_plane_restarts() {
         .collect();
     assert_settled(&client, &ns, &expect).await;
 
-    let checker = Arc::new(Mutex::new(Checker::default()));
+    let checker = Arc::new(Mutex::new(Checker { settle: secs(2), ..Checker::default() }));
     let watch = start_checker(&client, &ns, checker.clone());
     support::wait_until("the checker to see every Deployer at R", secs(30), || {
         let n = checker.lock().expect("lock").armed.len();
         std::future::ready(n == p.rollouts)
     })
     .await;
+
+    let stop_hostile = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hostile = start_hostile(&client, &ns, p.seed, stop_hostile.clone()).await;
 
     let mut tally = Tally::default();
     let mut control_plane =
@@ -586,31 +839,51 @@ async fn rollouts_survive_kills_hand_edits_and_control_plane_restarts() {
     // Let the checker see the settled world, then stop it.
     tokio::time::sleep(Duration::from_secs(1)).await;
     watch.abort();
+    stop_hostile.store(true, std::sync::atomic::Ordering::SeqCst);
+    let hostile = hostile.await.expect("the hostile tenant's task");
+    // The hostile tenant's Deployers are still reconciled after its edits: a last look, alive.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(op.is_running(), "the operator exited by itself (see {})", op.log_path().display());
+    let log = std::fs::read_to_string(op.log_path()).unwrap_or_default();
+    assert!(!log.contains("panicked"), "the operator panicked (see {})", op.log_path().display());
+    let hostile_phases: Vec<(String, String)> = api
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| d.name_any().starts_with("hostile"))
+        .map(|d| {
+            let name = d.name_any();
+            let st = d.status.unwrap_or_default();
+            let why = st.condition("Ready").map(|c| c.reason.clone()).unwrap_or_default();
+            (name, format!("{:?}/{why}", st.phase))
+        })
+        .collect();
 
     let events = step_events(&client, &ns).await;
-    let mut step_events_seen = 0;
+    let mut steps_announced = 0;
     for i in 0..p.rollouts {
         let name = format!("app{i}");
         let evs = events.get(&name).cloned().unwrap_or_default();
-        step_events_seen += evs.iter().filter(|((_, r, _), _)| r == "StepCompleted").count();
-        // A step published twice by one process is folded into an Event series (count > 1).
-        let folded: Vec<_> = evs
-            .iter()
-            .filter(|((_, r, _), n)| (r == "StepStarted" || r == "StepCompleted") && *n > 1)
-            .collect();
-        assert!(folded.is_empty(), "{name}: step Events repeated within one process: {folded:#?}");
-        harness::assert_no_step_repeated(&evs.into_iter().map(|(t, _)| t).collect::<Vec<_>>());
+        // Steps announced (by StepStarted, StepCompleted or both), each counted once.
+        let announced = harness::step_announcements(&evs);
+        let mut steps: Vec<_> = announced.keys().map(|a| (a.run, &a.rollout, &a.step)).collect();
+        steps.dedup();
+        steps_announced += steps.len();
+        // Counts Event series: a step published twice by one process is one object of count 2.
+        harness::assert_no_step_repeated(&evs);
     }
 
     // Events are best effort (one may be lost to a kill), but most must be there for the check above
     // to mean anything: every rollout of every wave announces at least one step.
     assert!(
-        step_events_seen >= p.rollouts * tally.waves as usize / 2,
-        "only {step_events_seen} StepCompleted Events for {} rollouts",
+        steps_announced >= p.rollouts * tally.waves as usize / 2,
+        "only {steps_announced} steps announced for {} rollouts",
         p.rollouts * tally.waves as usize
     );
-    let c = std::mem::take(&mut *checker.lock().expect("lock"));
+    let mut c = std::mem::take(&mut *checker.lock().expect("lock"));
+    c.finish();
     let mean_recovery = if c.recoveries.is_empty() {
         Duration::ZERO
     } else {
@@ -618,8 +891,10 @@ async fn rollouts_survive_kills_hand_edits_and_control_plane_restarts() {
     };
     println!(
         "chaos summary: {} rollouts × {} waves, R = {R}; {} kill -9 of the operator; control plane restarts {:?}; \
-         {} hand edits; operator exits during an outage {}; {step_events_seen} StepCompleted Events, none repeated; checker: {} updates, {} re-lists, min ready {:?} (R = {R}), \
-         min ready after a hand edit {:?}, {} recoveries (mean {:?}); duration {:?}; seed {}",
+         {} hand edits; operator exits during an outage {}; {steps_announced} steps announced, none twice; checker: {} updates, {} re-lists, min ready {:?} (R = {R}), \
+         min ready after a hand edit {:?}, {} recoveries (mean {:?}); duration {:?}; seed {}; \
+         hostile tenant: status edits (accepted, refused by the API server) {:?}, {} version bumps, {} API errors, \
+         its Deployers at the end {:?}; operator exits not caused by the test: 0",
         p.rollouts,
         tally.waves,
         tally.kills,
@@ -634,6 +909,10 @@ async fn rollouts_survive_kills_hand_edits_and_control_plane_restarts() {
         mean_recovery,
         started.elapsed(),
         p.seed,
+        hostile.edits,
+        hostile.version_bumps,
+        hostile.api_errors,
+        hostile_phases,
     );
     assert!(c.violations.is_empty(), "ready replicas fell below R:\n{}", c.violations.join("\n"));
     assert!(c.excused.values().all(|e| !e.dropped), "not recovered after a hand edit: {:?}", c.excused);
@@ -667,17 +946,35 @@ fn the_checker_flags_a_drop_below_r_and_excuses_a_hand_edit_only_until_recovery(
     c.apply(&dep("app-1", 0), false); // deleted or scaled down by hand
     c.apply(&dep("app-1", 0), true);
     assert!(c.violations.is_empty(), "a hand edit is excused: {:?}", c.violations);
-    // A status that does not yet describe the repair (observedGeneration behind) is no recovery.
-    let mut stale = dep("app-1", R - 1);
-    stale.metadata.generation = Some(3);
-    c.apply(&stale, false);
-    assert!(!c.excused.is_empty(), "recovered on a stale status");
     c.apply(&dep("app-1", R - 1), false); // repaired
     assert!(c.excused.is_empty() && c.recoveries.len() == 1);
 
     c.apply(&dep("app-2", 0), false); // the operator's own doing: a violation
     assert_eq!(c.violations.len(), 1, "{:?}", c.violations);
     assert_eq!(c.min_ready, Some(R - 1));
+
+    // With a settle time, a moment back at R does not end the excuse (a stale status can show
+    // one right after a hand scale-down); holding there for the settle time does.
+    let mut c = Checker { settle: secs(2), ..Checker::default() };
+    c.apply(&dep("app-1", R), false);
+    c.excuse("app");
+    c.apply(&dep("app-1", 0), false);
+    c.apply(&dep("app-1", R), false); // a stale status, for a moment
+    c.apply(&dep("app-1", 0), false); // the truth
+    assert!(c.violations.is_empty() && c.recoveries.is_empty(), "{:?}", c.violations);
+    c.apply(&dep("app-1", R), false); // repaired
+    c.excused.get_mut("app").expect("still excused").back_at = Some(Instant::now() - secs(3));
+    c.apply(&dep("app-1", R), false);
+    assert!(c.excused.is_empty() && c.recoveries.len() == 1);
+    c.apply(&dep("app-1", 1), false); // and from then on the floor applies
+    assert_eq!(c.violations.len(), 1, "{:?}", c.violations);
+    // A drop after the settle time, with no update in between, is a violation too.
+    c.excuse("app");
+    c.apply(&dep("app-1", 0), false);
+    c.apply(&dep("app-1", R), false);
+    c.excused.get_mut("app").expect("excused").back_at = Some(Instant::now() - secs(3));
+    c.apply(&dep("app-1", 2), false);
+    assert_eq!(c.violations.len(), 2, "{:?}", c.violations);
 
     // A pod that is still ready but already scaled away does not count.
     let mut shrinking = dep("app-2", 1);

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use deployer_operator::api::{AbortReason, CheckPhase, DeployerStatus, Gate, PauseCause, Phase};
 use gates::{Exporter, Prometheus, Receiver, SUCCESS_RATE};
 use harness::{
-    apply, assert_no_step_repeated, deployer, events, patch_spec, secs, setup, wait_deployments, wait_phase,
-    wait_status,
+    apply, assert_no_step_repeated, counted_events, deployer, events, patch_spec, secs, setup,
+    wait_deployments, wait_phase, wait_status,
 };
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{Api, Client, api::PostParams};
@@ -72,7 +72,7 @@ async fn a_healthy_canary_passes_its_metric_checks_at_every_step() {
     let last = check(&done, "metric/success-rate").expect("the last gate's check");
     assert_eq!((last.step, last.phase, last.runs, last.failures), (2, CheckPhase::Passed, 2, 0));
     wait_deployments(&client, &ns, &[("app-2.0.0", 2)], secs(30)).await;
-    assert_no_step_repeated(&events(&client, &ns, "app").await);
+    assert_no_step_repeated(&counted_events(&client, &ns, "app").await);
 }
 
 #[tokio::test]
@@ -255,7 +255,7 @@ async fn an_operator_restart_mid_check_neither_repeats_nor_forgets() {
     // The passed gate before step 1 was not called again after the restart: one call per step.
     let steps: Vec<Value> = receiver.at("/before").iter().map(|r| r.body["step"].clone()).collect();
     assert_eq!(steps, [json!(1), json!(2)]);
-    assert_no_step_repeated(&events(&client, &ns, "app").await);
+    assert_no_step_repeated(&counted_events(&client, &ns, "app").await);
 }
 
 #[tokio::test]

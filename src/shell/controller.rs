@@ -226,8 +226,12 @@ async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
         ctx.metrics.queued(at.elapsed());
     }
     let outcomes = ctx.calls.answers(&world.uid);
-    let decision = rollout::decide(&world.input(&[], None, &ctx.settings, &outcomes));
-    let (world, decision) = confirm(&ctx, world, decision, &outcomes).await?;
+    // A write refused before is taken as still refused until one goes through: the status keeps
+    // saying so (no write, hence no watch event that would retry at once), and the retry comes
+    // on the backoff. Once a write goes through, the status stops saying so.
+    let refused = ctx.memo.refusal(&world.uid);
+    let decision = rollout::decide(&world.input(&[], refused.as_deref(), &ctx.settings, &outcomes));
+    let (world, decision) = confirm(&ctx, world, decision, refused.as_deref(), &outcomes).await?;
     let writes = world.dpl.status.as_ref() != Some(&decision.status)
         || !decision.apply.is_empty()
         || !decision.delete.is_empty();
@@ -237,13 +241,21 @@ async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
     let version =
         persist(&ctx, &world, world.dpl.resource_version(), world.dpl.status.as_ref(), &decision).await?;
     call_checks(&ctx, &world, &decision, &outcomes);
-    publish(&ctx, &world, &decision).await;
+    publish(&ctx, &world, world.dpl.status.as_ref(), &decision).await;
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &world.ns);
     let acted = writes::act(&api, &world.dpl, &world.owned, &decision).await?;
     let follow_up = |conflicts: &[String], refused: Option<&str>| {
         rollout::decide(&world.input(conflicts, refused, &ctx.settings, &outcomes))
     };
-    let after = match acted {
+    let mut after = match acted {
+        Acted::Done if refused.is_some() => {
+            // The refusal is over: the status says so (the decision's Events are published).
+            ctx.memo.succeeded(&world.uid);
+            let after = follow_up(&[], None);
+            persist(&ctx, &world, version.or(world.dpl.resource_version()), Some(&decision.status), &after)
+                .await?;
+            return Ok(next_look(&after));
+        }
         Acted::Done => {
             ctx.memo.succeeded(&world.uid);
             return Ok(next_look(&decision));
@@ -251,15 +263,23 @@ async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
         Acted::Stale => return Ok(Action::requeue(STALE_RETRY)),
         // Decided again once the watch shows it (its labels are back).
         Acted::Unseen => return Ok(Action::requeue(Duration::from_secs(1))),
-        Acted::Taken(name) => follow_up(&[name], None),
-        Acted::Refused(why) => follow_up(&[], Some(&why)),
+        Acted::Taken(ref name) => follow_up(std::slice::from_ref(name), None),
+        Acted::Refused(ref why) => follow_up(&[], Some(why)),
+    };
+    let acted_refusal = match acted {
+        Acted::Refused(why) => Some(why),
+        _ => None,
     };
     // A name taken by someone else, or a write refused: the Deployer says so (a condition and a
-    // Warning), on top of the status just written.
+    // Warning), on top of the status just written. The decision's own Events are published
+    // already: only what the follow-up adds is.
     persist(&ctx, &world, version.or(world.dpl.resource_version()), Some(&decision.status), &after).await?;
-    publish(&ctx, &world, &after).await;
-    Ok(match after.status.condition("Progressing") {
-        Some(c) if c.reason == "WriteRefused" => Action::requeue(ctx.memo.failed(&world.uid)),
+    after.notes.retain(|n| !decision.notes.contains(n));
+    publish(&ctx, &world, Some(&decision.status), &after).await;
+    Ok(match (&acted_refusal, after.status.condition("Progressing")) {
+        (Some(why), Some(c)) if c.reason == "WriteRefused" => {
+            Action::requeue(ctx.memo.refused(&world.uid, why))
+        }
         _ => next_look(&after),
     })
 }
@@ -375,6 +395,7 @@ async fn confirm(
     ctx: &Context,
     mut world: World,
     decision: Decision,
+    refused: Option<&str>,
     outcomes: &[Outcome],
 ) -> Result<(World, Decision)> {
     if !decision.breaks(&world.observed) {
@@ -403,7 +424,7 @@ async fn confirm(
     debug!(cached = ?world.observed, fresh = ?observed, "deciding again on a fresh read");
     world.owned = owned;
     world.observed = observed;
-    let decision = rollout::decide(&world.input(&[], None, &ctx.settings, outcomes));
+    let decision = rollout::decide(&world.input(&[], refused, &ctx.settings, outcomes));
     Ok((world, decision))
 }
 
@@ -455,12 +476,13 @@ async fn persist(
     Ok(written)
 }
 
-/// Publish: the metrics of the decision, its Events and (in the background) its notifications.
-/// Like Events, notifications follow the status write: lost on a crash, never repeated.
-async fn publish(ctx: &Context, world: &World, decision: &Decision) {
+/// Publish: the metrics of the decision (the change from `before`), its Events and (in the
+/// background) its notifications. Like Events, notifications follow the status write: lost on a
+/// crash, never repeated.
+async fn publish(ctx: &Context, world: &World, before: Option<&DeployerStatus>, decision: &Decision) {
     let dpl = &world.dpl;
     let wait_ended = decision.wait_ended.filter(|until| ctx.memo.first_end_of(&world.uid, *until));
-    ctx.metrics.decided(dpl.status.as_ref(), &decision.status, &decision.notes, wait_ended, world.now);
+    ctx.metrics.decided(before, &decision.status, &decision.notes, wait_ended, world.now);
     for note in &decision.notes {
         publish_event(&ctx.recorder, dpl, note).await;
     }
@@ -496,10 +518,10 @@ async fn publish_event(recorder: &Recorder, dpl: &Deployer, note: &Note) {
             Severity::Warning => EventType::Warning,
         },
         reason: note.reason.as_str().into(),
-        note: Some(note.message.clone()),
+        note: Some(cut(&note.message, MAX_NOTE_BYTES)),
         // The recorder folds Events with the same reason and action into one series; the message
         // as the action keeps each step its own line in `kubectl describe`.
-        action: note.message.chars().take(128).collect(),
+        action: cut(&note.message, MAX_ACTION_BYTES),
         secondary: None,
     };
     match note.severity {
@@ -509,6 +531,20 @@ async fn publish_event(recorder: &Recorder, dpl: &Deployer, note: &Note) {
     if let Err(err) = recorder.publish(&event, &dpl.object_ref(&())).await {
         warn!(%err, reason = %note.reason, "could not publish event");
     }
+}
+
+/// The longest `action` and `note` of an Event the API server takes, in bytes (not characters:
+/// an Event whose action has 128 characters, some of them beyond ASCII, is refused, and lost).
+const MAX_ACTION_BYTES: usize = 128;
+const MAX_NOTE_BYTES: usize = 1024;
+
+/// `text` cut, at a character boundary, to at most `max` bytes.
+fn cut(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
 }
 
 /// On failure: look again — soon after a stale view (the change that made it stale is on its
@@ -523,4 +559,23 @@ fn error_policy(dpl: Arc<Deployer>, err: &Error, ctx: Arc<Context>) -> Action {
     let wait = ctx.memo.failed(&dpl.uid().unwrap_or_default());
     warn!(deployer = %dpl.name_any(), %err, "reconcile failed; retrying in {wait:?}");
     Action::requeue(wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_events_action_and_note_are_cut_to_their_byte_limits_at_a_character_boundary() {
+        let short = "step 1/4: 25% — scaling to 2.0.0=1";
+        assert_eq!(cut(short, MAX_ACTION_BYTES), short);
+        let action = cut(&"é".repeat(5000), MAX_ACTION_BYTES);
+        assert_eq!((action.len(), action.chars().count()), (128, 64));
+        // A character across the limit is left out whole.
+        let action = cut(&format!("a{}", "—".repeat(100)), MAX_ACTION_BYTES);
+        assert_eq!(action.len(), 1 + 3 * 42);
+        let note = cut(&format!("ab{}", "𝄞".repeat(300)), MAX_NOTE_BYTES);
+        assert_eq!(note.len(), 2 + 4 * 255);
+        assert_eq!(cut("", MAX_NOTE_BYTES), "");
+    }
 }

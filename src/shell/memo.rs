@@ -1,7 +1,9 @@
 //! What the controller remembers of each Deployer between two reconciles. Never the rollout's
 //! state — the status holds all of that, and a restart loses nothing when this is lost — only
 //! what makes the next reconcile cheaper or gentler: the status it wrote last (to notice a watch
-//! cache that has not caught up with it) and the failures in a row (for the backoff).
+//! cache that has not caught up with it), the failures in a row (for the backoff) and the last
+//! refusal of a write (so that a refused write is retried on that backoff, not on the watch
+//! event of the status that reports it).
 //!
 //! Bounded by the Deployers that exist: entries of Deployers no longer in the cache are pruned as
 //! the map grows, so memory follows the number of Deployers, not their history.
@@ -26,11 +28,18 @@ struct Entry {
     waited: Option<chrono::DateTime<chrono::Utc>>,
     /// When the earliest watch event not yet taken up by a reconcile arrived.
     arrived: Option<std::time::Instant>,
+    /// What the API server said when it last refused one of this Deployer's writes, until a write
+    /// goes through.
+    refusal: Option<String>,
 }
 
 impl Entry {
     fn is_empty(&self) -> bool {
-        self.written.is_none() && self.failures == 0 && self.waited.is_none() && self.arrived.is_none()
+        self.written.is_none()
+            && self.failures == 0
+            && self.waited.is_none()
+            && self.arrived.is_none()
+            && self.refusal.is_none()
     }
 }
 
@@ -121,16 +130,31 @@ impl Memo {
         })
     }
 
-    /// A reconcile of `uid` succeeded: its backoff starts afresh.
+    /// A reconcile of `uid` succeeded: its backoff starts afresh, and a refusal is over.
     pub fn succeeded(&self, uid: &str) {
         self.with(|m| {
             if let Some(e) = m.get_mut(uid) {
                 e.failures = 0;
+                e.refusal = None;
                 if e.is_empty() {
                     m.remove(uid);
                 }
             }
         });
+    }
+
+    /// Counts a write of `uid` the API server refused with `why` (as [`Memo::failed`]) and
+    /// remembers `why` until a write goes through; returns how long to wait before the next
+    /// attempt.
+    pub fn refused(&self, uid: &str, why: &str) -> Duration {
+        self.with(|m| m.entry(uid.to_string()).or_default().refusal = Some(why.to_string()));
+        self.failed(uid)
+    }
+
+    /// What the API server said when it last refused a write of `uid`, if no write went through
+    /// since.
+    pub fn refusal(&self, uid: &str) -> Option<String> {
+        self.with(|m| m.get(uid).and_then(|e| e.refusal.clone()))
     }
 
     /// How many Deployers are remembered.
@@ -173,5 +197,15 @@ mod tests {
         memo.failed("x");
         memo.succeeded("x");
         assert!(memo.written("x").is_none() && memo.len() <= 67);
+    }
+
+    #[test]
+    fn a_refusal_is_remembered_and_backs_off_until_a_write_goes_through() {
+        let memo = Memo::default();
+        assert_eq!(memo.refused("a", "exceeded quota"), FIRST_BACKOFF);
+        assert_eq!(memo.refused("a", "exceeded quota"), FIRST_BACKOFF * 2);
+        assert_eq!(memo.refusal("a").as_deref(), Some("exceeded quota"));
+        memo.succeeded("a");
+        assert_eq!((memo.refusal("a"), memo.len()), (None, 0));
     }
 }

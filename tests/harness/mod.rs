@@ -59,6 +59,8 @@ pub struct Operator {
     label: Option<String>,
     /// Extra flags (see [`Operator::start_with`]).
     extra: Vec<String>,
+    /// Extra environment variables (see [`Operator::start_with_env`]).
+    env: Vec<(String, String)>,
     /// Where the log of the current process starts in the log file.
     log_from: u64,
 }
@@ -79,6 +81,7 @@ impl Operator {
             starts: 0,
             label: None,
             extra: Vec::new(),
+            env: Vec::new(),
             log_from: 0,
         };
         op.spawn();
@@ -89,6 +92,12 @@ impl Operator {
     /// identity in a leader-election Lease), with extra flags; logs to
     /// `target/e2e-logs/<namespace>-<label>.log`.
     pub fn start_with(namespace: &str, label: &str, args: &[&str]) -> Operator {
+        Operator::start_with_env(namespace, label, args, &[])
+    }
+
+    /// [`Operator::start_with`], with extra environment variables (e.g.
+    /// `KUBE_RS_DEBUG_IMPERSONATE_USER`, so that the audit log tells this process's requests apart).
+    pub fn start_with_env(namespace: &str, label: &str, args: &[&str], env: &[(&str, &str)]) -> Operator {
         let mut op = Operator {
             namespace: namespace.to_string(),
             kubeconfig: support::kubeconfig_path(),
@@ -96,6 +105,7 @@ impl Operator {
             starts: 0,
             label: Some(label.to_string()),
             extra: args.iter().map(|a| a.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             log_from: 0,
         };
         op.spawn();
@@ -119,6 +129,8 @@ impl Operator {
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
             .env("NO_COLOR", "1")
+            // Last: they may override the ones above (e.g. KUBECONFIG).
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -147,6 +159,11 @@ impl Operator {
         self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// The label the operator was started with (see [`Operator::start_with`]).
+    pub fn label(&self) -> String {
+        self.label.clone().unwrap_or_default()
+    }
+
     /// Path of the operator's log.
     pub fn log_path(&self) -> PathBuf {
         let file = match &self.label {
@@ -165,6 +182,21 @@ impl Operator {
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGSTOP`, `libc::SIGCONT`) to the process (and returns at once).
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = self.pid().expect("a running operator") as libc::pid_t;
+        // SAFETY: kill(2) of the child process this harness started (and has not yet reaped).
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "kill({pid}, {signal}): {}", std::io::Error::last_os_error());
+    }
+
+    /// The process's resident set size (`VmRSS` of /proc/PID/status), in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
     }
 
     /// Sends SIGTERM (and returns at once).
@@ -356,7 +388,8 @@ pub async fn events(client: &Client, ns: &str, name: &str) -> Vec<(String, Strin
         .collect()
 }
 
-/// What an observer polling every 50 ms saw: each distinct state with the time it was first seen.
+/// What the watches saw of one Deployer and its namespace's Deployments: each distinct state, in
+/// the order the API server made the changes (by resourceVersion), with the time it was seen.
 #[derive(Clone, Debug, Default)]
 pub struct Timeline {
     pub samples: Vec<Sample>,
@@ -373,6 +406,39 @@ pub struct Sample {
 }
 
 impl Timeline {
+    /// Folds a [`History`] (one Deployer's, or filtered to `name`) into the distinct states.
+    pub fn of(changes: &[Change], name: &str) -> Timeline {
+        let mut samples: Vec<Sample> = Vec::new();
+        let mut status: Option<DeployerStatus> = None;
+        let mut replicas: BTreeMap<String, i32> = BTreeMap::new();
+        for change in changes {
+            match &change.what {
+                Changed::Deployer { name: n, status: s } if n == name => status = s.as_deref().cloned(),
+                Changed::Deployer { .. } => continue,
+                Changed::Deployment { name, replicas: Some(r), .. } => {
+                    replicas.insert(name.clone(), *r);
+                }
+                Changed::Deployment { name, replicas: None, .. } => {
+                    replicas.remove(name);
+                }
+            }
+            let sample = Sample {
+                at: change.at,
+                phase: status.as_ref().and_then(|s| s.phase),
+                step: status.as_ref().and_then(|s| s.current_step),
+                wait_until: status.as_ref().and_then(|s| s.wait_until),
+                replicas: replicas.clone(),
+            };
+            if samples.last().is_none_or(|l| {
+                (l.phase, l.step, l.wait_until, &l.replicas)
+                    != (sample.phase, sample.step, sample.wait_until, &sample.replicas)
+            }) {
+                samples.push(sample);
+            }
+        }
+        Timeline { samples }
+    }
+
     /// For each step the Deployer waited at, the (canary, stable) replicas that held longest while
     /// it waited, and where it ended once Done (a last step with nothing after it is not waited
     /// at: Done is written as it is in place). Between a step's wait and the next step in place,
@@ -417,92 +483,144 @@ impl Timeline {
     }
 }
 
-/// Records a [`Timeline`] of a Deployer and its namespace's Deployments from two watches, so that
-/// no state, however brief, is missed.
-pub struct Recorder {
-    timeline: Arc<Mutex<Timeline>>,
+/// One change a [`History`] saw: its resourceVersion, when the watch delivered it, and what.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub rv: u64,
+    pub at: DateTime<Utc>,
+    pub what: Changed,
+}
+
+/// What changed.
+#[derive(Clone, Debug)]
+pub enum Changed {
+    /// A Deployer's new version (`status: None` once it is deleted or has no status).
+    Deployer { name: String, status: Option<Box<DeployerStatus>> },
+    /// A Deployment's `spec.replicas` (`None`: deleted, or being deleted), and its owner (the
+    /// `deploy.example.com/deployer` label).
+    Deployment { name: String, owner: Option<String>, replicas: Option<i32> },
+}
+
+/// What one of the two watches of a [`History`] delivered.
+enum Seen {
+    Change(u64, Changed),
+    /// Watch 0 (Deployers) or 1 (Deployments) delivered its initial list.
+    Synced(usize),
+    Nothing,
+}
+
+/// Records every version of the Deployers (all, or one) and of the Deployments of a namespace
+/// from two watches, so that no state, however brief, is missed. resourceVersions come from one
+/// etcd revision counter: sorted by them, the changes of both kinds are in the order the API
+/// server made them, whatever order the two watches delivered them in.
+pub struct History {
+    changes: Arc<Mutex<Vec<Change>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
-enum Seen {
-    Deployer(Option<Box<Deployer>>),
-    Deployment(String, Option<i32>),
+impl History {
+    /// Starts recording; returns once both watches have delivered their initial state.
+    pub async fn start(client: &Client, ns: &str, deployer: Option<&str>) -> History {
+        use futures::StreamExt;
+        use kube::runtime::{WatchStreamExt, watcher};
+
+        let changes = Arc::new(Mutex::new(Vec::new()));
+        let dpls: Api<Deployer> = Api::namespaced(client.clone(), ns);
+        let deps: Api<Deployment> = Api::namespaced(client.clone(), ns);
+        let config = match deployer {
+            Some(name) => watcher::Config::default().fields(&format!("metadata.name={name}")),
+            None => watcher::Config::default(),
+        };
+        let rv = |meta: &kube::api::ObjectMeta| {
+            meta.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(u64::MAX)
+        };
+        let deployer_events = watcher(dpls, config).default_backoff().map(move |e| match e {
+            Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d)) => Seen::Change(
+                rv(&d.metadata),
+                Changed::Deployer { name: d.name_any(), status: d.status.map(Box::new) },
+            ),
+            Ok(watcher::Event::Delete(d)) => {
+                Seen::Change(rv(&d.metadata), Changed::Deployer { name: d.name_any(), status: None })
+            }
+            Ok(watcher::Event::InitDone) => Seen::Synced(0),
+            _ => Seen::Nothing,
+        });
+        let deployment_events =
+            watcher(deps, watcher::Config::default()).default_backoff().map(move |e| match e {
+                Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d)) => {
+                    let gone = d.metadata.deletion_timestamp.is_some();
+                    let replicas = if gone { None } else { d.spec.as_ref().and_then(|s| s.replicas) };
+                    let owner = d.labels().get("deploy.example.com/deployer").cloned();
+                    Seen::Change(rv(&d.metadata), Changed::Deployment { name: d.name_any(), owner, replicas })
+                }
+                Ok(watcher::Event::Delete(d)) => {
+                    let owner = d.labels().get("deploy.example.com/deployer").cloned();
+                    Seen::Change(
+                        rv(&d.metadata),
+                        Changed::Deployment { name: d.name_any(), owner, replicas: None },
+                    )
+                }
+                Ok(watcher::Event::InitDone) => Seen::Synced(1),
+                _ => Seen::Nothing,
+            });
+        let mut events = futures::stream::select(deployer_events, deployment_events).boxed();
+        let c = changes.clone();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            let mut synced = [false; 2];
+            while let Some(seen) = events.next().await {
+                match seen {
+                    Seen::Change(rv, what) => {
+                        c.lock().expect("lock").push(Change { rv, at: Utc::now(), what })
+                    }
+                    Seen::Synced(i) => synced[i] = true,
+                    Seen::Nothing => {}
+                }
+                if synced == [true; 2]
+                    && let Some(tx) = ready.take()
+                {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(30), ready_rx)
+            .await
+            .unwrap_or_else(|_| panic!("the watches of {ns} did not sync within 30 s"))
+            .expect("the recording task runs");
+        History { changes, task }
+    }
+
+    /// The changes so far, in the API server's order.
+    pub fn snapshot(&self) -> Vec<Change> {
+        let mut all = self.changes.lock().expect("lock").clone();
+        // A stable sort: changes of equal resourceVersion (a re-list) keep their arrival order.
+        all.sort_by_key(|c| c.rv);
+        all
+    }
+
+    /// Stops recording and returns what was seen, in the API server's order.
+    pub fn stop(self) -> Vec<Change> {
+        self.task.abort();
+        self.snapshot()
+    }
+}
+
+/// Records a [`Timeline`] of one Deployer and its namespace's Deployments.
+pub struct Recorder {
+    name: String,
+    history: History,
 }
 
 impl Recorder {
     /// Starts recording; returns once both watches have delivered their initial state.
     pub async fn start(client: &Client, ns: &str, name: &str) -> Recorder {
-        use futures::StreamExt;
-        use kube::runtime::{WatchStreamExt, watcher};
-
-        let timeline = Arc::new(Mutex::new(Timeline::default()));
-        let dpls: Api<Deployer> = Api::namespaced(client.clone(), ns);
-        let deps: Api<Deployment> = Api::namespaced(client.clone(), ns);
-        let by_name = watcher::Config::default().fields(&format!("metadata.name={name}"));
-        let deployer_events = watcher(dpls, by_name).default_backoff().map(|e| match e {
-            Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d)) => {
-                vec![Seen::Deployer(Some(Box::new(d)))]
-            }
-            Ok(watcher::Event::Delete(_)) => vec![Seen::Deployer(None)],
-            _ => vec![],
-        });
-        let deployment_events =
-            watcher(deps, watcher::Config::default()).default_backoff().map(|e| match e {
-                Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d)) => {
-                    let gone = d.metadata.deletion_timestamp.is_some();
-                    let replicas = if gone { None } else { d.spec.as_ref().and_then(|s| s.replicas) };
-                    vec![Seen::Deployment(d.name_any(), replicas)]
-                }
-                Ok(watcher::Event::Delete(d)) => vec![Seen::Deployment(d.name_any(), None)],
-                _ => vec![],
-            });
-        let mut events = futures::stream::select(deployer_events, deployment_events)
-            .flat_map(futures::stream::iter)
-            .boxed();
-        let t = timeline.clone();
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
-            let mut ready = Some(ready_tx);
-            let mut status: Option<DeployerStatus> = None;
-            let mut replicas: BTreeMap<String, i32> = BTreeMap::new();
-            while let Some(seen) = events.next().await {
-                match seen {
-                    Seen::Deployer(d) => status = d.and_then(|d| d.status),
-                    Seen::Deployment(n, Some(r)) => {
-                        replicas.insert(n, r);
-                    }
-                    Seen::Deployment(n, None) => {
-                        replicas.remove(&n);
-                    }
-                }
-                let sample = Sample {
-                    at: Utc::now(),
-                    phase: status.as_ref().and_then(|s| s.phase),
-                    step: status.as_ref().and_then(|s| s.current_step),
-                    wait_until: status.as_ref().and_then(|s| s.wait_until),
-                    replicas: replicas.clone(),
-                };
-                let mut t = t.lock().expect("lock");
-                if t.samples.last().is_none_or(|l| {
-                    (l.phase, l.step, l.wait_until, &l.replicas)
-                        != (sample.phase, sample.step, sample.wait_until, &sample.replicas)
-                }) {
-                    t.samples.push(sample);
-                }
-                if let Some(tx) = ready.take() {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        let _ = tokio::time::timeout(Duration::from_secs(10), ready_rx).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        Recorder { timeline, task }
+        Recorder { name: name.to_string(), history: History::start(client, ns, Some(name)).await }
     }
 
     /// Stops recording and returns what was seen.
     pub fn stop(self) -> Timeline {
-        self.task.abort();
-        self.timeline.lock().expect("lock").clone()
+        Timeline::of(&self.history.stop(), &self.name)
     }
 }
 
@@ -549,14 +667,89 @@ pub fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
-/// Asserts each step was announced at most once (a step is never started twice).
-pub fn assert_no_step_repeated(events: &[(String, String, String)]) {
-    let mut seen = BTreeMap::new();
-    for (_, reason, note) in events.iter().filter(|(_, r, _)| r == "StepStarted" || r == "StepCompleted") {
-        *seen.entry((reason.clone(), note.clone())).or_insert(0) += 1;
+/// An Event object as the API server keeps it: (type, reason, note), and how many occurrences its
+/// series counts (1 without a series). The operator's recorder folds an Event that one process
+/// publishes again into the series of the first, so a step announced twice by one process is one
+/// object with a count of 2: only the counts tell.
+pub type Counted = ((String, String, String), i32);
+
+/// The Events about a Deployer with their series counts, oldest first.
+pub async fn counted_events(client: &Client, ns: &str, name: &str) -> Vec<Counted> {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    let mut list: Vec<Event> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("listing Events: {e}"))
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect();
+    list.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    list.into_iter()
+        .map(|e| {
+            let count = e.series.as_ref().map_or(1, |s| s.count);
+            ((e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.note.unwrap_or_default()), count)
+        })
+        .collect()
+}
+
+/// The reasons that announce a step. Each is counted on its own: a core may announce a step with
+/// both (started, then in place) or with one of them only.
+pub const STEP_REASONS: [&str; 2] = ["StepStarted", "StepCompleted"];
+
+/// Reasons whose Event begins a new run of a rollout: after one, step 1 may be announced again (a
+/// retry after an abort, a steps change, a new version over the same stable).
+const RUN_STARTS: [&str; 6] =
+    ["Deploying", "RolloutStarted", "StepsChanged", "RetryRequested", "Superseded", "RolledBack"];
+
+/// What one step announcement is about: the run of the rollout (counted by the Events that begin
+/// one), the versions its note names (`2.0.0=1, 1.0.0=3` → `2.0.0>1.0.0`), the step (`2/4`) and
+/// the reason.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Announced {
+    pub run: u32,
+    pub rollout: String,
+    pub step: String,
+    pub reason: String,
+}
+
+/// How many times each step was announced, per (run, rollout, step) and per reason, counting
+/// every occurrence of an Event series. `events`: one Deployer's, oldest first.
+pub fn step_announcements(events: &[Counted]) -> BTreeMap<Announced, i32> {
+    let mut run = 0;
+    let mut out = BTreeMap::new();
+    for ((_, reason, note), count) in events {
+        if RUN_STARTS.contains(&reason.as_str()) {
+            run += 1;
+        }
+        if !STEP_REASONS.contains(&reason.as_str()) {
+            continue;
+        }
+        // `step 2/4: 50% — scaling to …` / `step 2/4 in place (…)`: the step is `2/4`.
+        let step = note
+            .strip_prefix("step ")
+            .map(|rest| rest.chars().take_while(|c| c.is_ascii_digit() || *c == '/').collect::<String>())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| note.clone());
+        // The versions of `name=replicas` pairs, in order.
+        let versions: Vec<&str> = note
+            .split(|c: char| c == ',' || c == '(' || c == ')' || c.is_whitespace())
+            .filter_map(|token| token.split_once('='))
+            .filter(|(_, n)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+            .map(|(version, _)| version)
+            .collect();
+        let key = Announced { run, rollout: versions.join(">"), step, reason: reason.clone() };
+        *out.entry(key).or_insert(0) += *count;
     }
-    let repeated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(repeated.is_empty(), "steps repeated: {repeated:?}\nall events: {events:#?}");
+    out
+}
+
+/// Asserts each step was announced at most once per reason within one run of a rollout, counting
+/// Event series (a step is never started twice). `events`: one Deployer's, from
+/// [`counted_events`].
+pub fn assert_no_step_repeated(events: &[Counted]) {
+    let repeated: Vec<_> = step_announcements(events).into_iter().filter(|(_, n)| *n > 1).collect();
+    assert!(repeated.is_empty(), "steps announced more than once: {repeated:#?}\nall events: {events:#?}");
 }
 
 /// Fails unless `f` holds for `hold` (checked every 100 ms).

@@ -55,15 +55,31 @@ pub async fn rollout_with_a_name_conflict(client: &Client, ns: &str, others: &[(
                 "spec": {"containers": [{"name": "clash", "image": "nginx:1.0"}]}}}
     }))
     .expect("a Deployment");
-    Api::<Deployment>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &foreign)
-        .await
-        .expect("create the foreign Deployment");
+    let deployments = Api::<Deployment>::namespaced(client.clone(), ns);
+    let created =
+        deployments.create(&PostParams::default(), &foreign).await.expect("create the foreign Deployment");
     apply(client, ns, &deployer("clash", "1.0.0", 1, &[(100, 0)])).await;
     harness::wait_status(client, ns, "clash", "Ready=False NameConflict", secs(60), |s| {
         s.condition("Ready").is_some_and(|c| c.reason == "NameConflict")
     })
     .await;
+    // Reported, not taken over: the foreign Deployment is exactly as its owner left it.
+    let untouched = |d: &Deployment| {
+        (
+            d.metadata.uid.clone(),
+            d.metadata.generation,
+            d.metadata.owner_references.clone(),
+            d.metadata.labels.clone(),
+            d.spec.as_ref().and_then(|s| s.replicas),
+        )
+    };
+    let expected = untouched(&created);
+    assert_eq!(expected.2, None, "the foreign Deployment has no owner");
+    let check = || async {
+        let now = deployments.get("clash-1.0.0").await.expect("the foreign Deployment is still there");
+        assert_eq!(untouched(&now), expected, "the operator touched a Deployment it does not own");
+    };
+    check().await;
 
     patch_spec(client, ns, "app", json!({"deployment": {"version": "2.0.0"}})).await;
     wait_phase(client, ns, "app", Phase::Waiting, secs(60)).await;
@@ -71,6 +87,8 @@ pub async fn rollout_with_a_name_conflict(client: &Client, ns: &str, others: &[(
     let mut expected = vec![("app-2.0.0", 4), ("clash-1.0.0", 1)];
     expected.extend_from_slice(others);
     wait_deployments(client, ns, &expected, secs(30)).await;
+    // Still untouched after the operator reconciled the conflicting Deployer all that time.
+    check().await;
     let reasons: Vec<String> = events(client, ns, "app").await.into_iter().map(|e| e.1).collect();
     for r in ["RolloutStarted", "StepCompleted", "RolloutComplete"] {
         assert!(reasons.contains(&r.to_string()), "no {r} Event (events.k8s.io create): {reasons:?}");

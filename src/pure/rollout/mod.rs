@@ -263,6 +263,15 @@ fn record(run: &Run) -> DeployerStatus {
     status.canary_replicas = want(&mem.canary);
     report::describe(run, &mut status);
     if let Some(why) = run.input.refused {
+        // Against the condition as persisted, not the one `describe` just set: a refusal told
+        // again keeps its lastTransitionTime, so the status does not change (and is not written)
+        // each time the write is retried.
+        let persisted = run.input.status.and_then(|s| s.condition("Progressing")).cloned();
+        if let (Some(before), Some(now)) =
+            (persisted, status.conditions.iter_mut().find(|c| c.type_ == "Progressing"))
+        {
+            *now = before;
+        }
         report::set_condition(
             &mut status.conditions,
             run.input,

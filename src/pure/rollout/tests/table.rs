@@ -392,6 +392,50 @@ fn a_namespace_mismatch_is_an_invalid_spec_that_touches_nothing() {
 }
 
 #[test]
+fn a_write_refused_again_is_told_once_and_leaves_the_status_as_it_is() {
+    let mut w = World::seed_done();
+    w.edit(|s| s.deployment.version = "1.7.8".into());
+    let refused = |w: &World, why: Option<&str>| {
+        decide(&Input {
+            name: "nginx",
+            namespace: "default",
+            generation: w.generation,
+            spec: &w.spec,
+            status: w.status.as_ref(),
+            observed: &w.seen(),
+            conflicts: &[],
+            refused: why,
+            now: w.now,
+            settings: &w.settings,
+            paused: w.paused,
+            requests: &w.requests,
+            outcomes: &[],
+        })
+    };
+    let why = "create Deployment default/nginx-1.7.8 refused: exceeded quota";
+    let first = refused(&w, Some(why));
+    let c = first.status.condition("Progressing").expect("Progressing").clone();
+    assert_eq!((c.status.as_str(), c.reason.as_str(), c.message.as_str()), ("False", "WriteRefused", why));
+    assert_eq!(first.notes.iter().filter(|n| n.reason == Reason::WriteRefused).count(), 1);
+    w.persist(&first);
+    // Retried later and refused again: the same status (its lastTransitionTime included), so
+    // nothing to write, and no second Warning.
+    w.advance(5.0);
+    let again = refused(&w, Some(why));
+    assert_eq!(Some(&again.status), w.status.as_ref());
+    assert!(again.notes.iter().all(|n| n.reason != Reason::WriteRefused), "{:?}", again.notes);
+    // Another refusal is told, and moves the condition's time only if its status changes.
+    let other = refused(&w, Some("create Deployment default/nginx-1.7.8 refused: denied by a webhook"));
+    assert_eq!(other.notes.iter().filter(|n| n.reason == Reason::WriteRefused).count(), 1);
+    let c2 = other.status.condition("Progressing").expect("Progressing");
+    assert_eq!(c2.last_transition_time, c.last_transition_time);
+    // Once the write goes through, the condition says the rollout progresses again.
+    let through = refused(&w, None);
+    let c3 = through.status.condition("Progressing").expect("Progressing");
+    assert_eq!((c3.status.as_str(), c3.last_transition_time), ("True", w.now));
+}
+
+#[test]
 fn a_lost_status_adopts_the_owned_deployments_without_disruption() {
     let mut w = World::seed_done();
     w.status = None;
