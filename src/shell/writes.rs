@@ -3,8 +3,9 @@
 //! - The status is written first (server-side apply of the status subresource) on the
 //!   resourceVersion the decision was made from: a stale writer — a leader deposed while it was
 //!   frozen, a reconcile on a cache that lagged — gets a conflict and acts on nothing.
-//! - Each Deployment is resized on the resourceVersion it was observed at, and deleted on its uid
-//!   and resourceVersion: a change the decision did not see refuses the write.
+//! - Each Deployment is shrunk on the resourceVersion it was observed at, and deleted on its uid
+//!   and resourceVersion: a change the decision did not see refuses the write. (A growth is not
+//!   fenced: more pods never cost availability.)
 //! - Deployments are created with POST, never taken over; one that exists and is ours but was not
 //!   seen (its labels removed by hand) gets its labels back and is decided on once it is seen.
 //!
@@ -133,7 +134,13 @@ async fn apply(
             Err(err) => refusal("create Deployment", api, &name, err),
         };
     }
-    desired.metadata.resource_version = seen.and_then(|d| d.resource_version());
+    // A shrink is made only on the Deployment as it was observed (a change since refuses it); a
+    // growth needs no such fence — more pods never cost availability, and a Deployment whose
+    // status the controller manager keeps updating would otherwise refuse it again and again.
+    let shrinks = seen.and_then(|d| d.spec.as_ref()?.replicas).is_some_and(|r| scale.replicas < r);
+    if shrinks {
+        desired.metadata.resource_version = seen.and_then(|d| d.resource_version());
+    }
     match api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&desired)).await {
         Ok(_) => Ok(Acted::Done),
         Err(err) => refusal("apply Deployment", api, &name, err),
