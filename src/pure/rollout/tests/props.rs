@@ -115,6 +115,14 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// A second writer's decision, made on `then` (break confirmed on a fresh read, as the shell
+/// does), with the Deployments it was made on (what its writes' preconditions hold).
+struct Captured {
+    then: World,
+    decision: Decision,
+    basis: Vec<Observed>,
+}
+
 /// (stable, canary): which rollout a status describes.
 type RolloutId = (Option<String>, Option<String>);
 
@@ -161,17 +169,22 @@ fn acted(
         }
     }
     if !tampered && before.cache.is_none() {
-        let surge_before = before
+        let canary = d.status.canary_version.as_ref();
+        let canary_before = canary.and_then(|v| before.deployments.get(v)).map_or(0, |o| o.replicas);
+        let canary_target = canary.map(String::as_str).and_then(target).unwrap_or(0);
+        // A canary given up for a newer one keeps serving until the pods that replace it do: it
+        // stays beside the new canary, never growing.
+        let abandoned: i32 = before
             .deployments
             .values()
-            .filter(|o| Some(&o.version) != stable.as_ref())
+            .filter(|o| Some(&o.version) != stable.as_ref() && Some(&o.version) != canary)
             .map(|o| o.replicas)
-            .max()
-            .unwrap_or(0);
-        let canary_target = d.status.canary_version.as_deref().and_then(target).unwrap_or(0);
-        // While a change of R is carried out, the old R may still stand.
-        let r_max = r.max(last_replicas);
-        let bound = (r_max + canary_target.max(surge_before)).max(total(before));
+            .sum();
+        // While a change of R is carried out, the old R may still stand: in the stable, until
+        // the canary can take over from it.
+        let stable_before = stable.as_ref().and_then(|v| before.deployments.get(v)).map_or(0, |o| o.replicas);
+        let r_max = r.max(last_replicas).max(stable_before);
+        let bound = (r_max + canary_target.max(canary_before) + abandoned).max(total(before));
         prop_assert!(total(w) <= bound, "total {} > bound {bound}: {:?}", total(w), d);
     }
     for v in &d.delete {
@@ -232,8 +245,10 @@ proptest! {
         let mut tampered = false;
         let mut last_replicas = replicas;
         let mut requests = 0;
-        // A second writer's view (status, observations, generation), and the steps announced.
-        let mut captured: Option<(Option<DeployerStatus>, Vec<Observed>, i64)> = None;
+        // A second writer's decision (made, break confirmed, on the world as it was then), and
+        // whether anything but the operator has changed the Deployments or their pods since.
+        let mut captured: Option<Captured> = None;
+        let mut changed_since_capture = false;
         let mut heard = BTreeSet::new();
 
         for op in ops {
@@ -271,22 +286,40 @@ proptest! {
                     }
                     acted(&before, &w, &d, tampered, last_replicas)?;
                 }
-                Op::Capture => captured = Some((w.status.clone(), w.seen(), w.generation)),
+                Op::Capture => {
+                    let then = w.clone();
+                    let (decision, basis) = then.clone().decision();
+                    captured = Some(Captured { then, decision, basis });
+                    changed_since_capture = false;
+                }
                 Op::Deposed => {
-                    let Some((status, seen, generation)) = captured.take() else { continue };
+                    let Some(Captured { then, decision: d, basis }) = captured.take() else { continue };
                     // Persist first, on the resourceVersion it read: refused if the Deployer
-                    // changed since (a new status, or a new spec).
-                    if status != w.status || generation != w.generation {
+                    // changed since (a new status, a new spec, an annotation).
+                    if then.status != w.status
+                        || then.generation != w.generation
+                        || then.paused != w.paused
+                        || then.requests != w.requests
+                    {
                         continue;
                     }
+                    // On the world it was made on, the decision keeps every invariant.
+                    let mut there = then.clone();
+                    there.persist(&d);
+                    there.carry_out(&d, &basis, usize::MAX);
+                    acted(&then, &there, &d, tampered, last_replicas)?;
                     let before = w.clone();
-                    let late = World { status: status.clone(), ..w.clone() };
-                    let d = late.decide_on(&seen, &[]);
                     w.persist(&d);
                     // Each Deployment write carries the resourceVersion it read: refused (and the
-                    // rest with it) once that Deployment changed.
-                    w.carry_out(&d, &seen, usize::MAX);
-                    acted(&before, &w, &d, tampered, last_replicas)?;
+                    // rest with it) once that Deployment changed. A person's change to another
+                    // Deployment, or pods failing, since the decision are not fenced: no
+                    // precondition of the API server spans two objects, so a shrink confirmed
+                    // on a canary that a person then scales down lands (as it would for a leader
+                    // that was never deposed, in the instant between its read and its write).
+                    w.carry_out(&d, &basis, usize::MAX);
+                    if !changed_since_capture {
+                        acted(&before, &w, &d, tampered, last_replicas)?;
+                    }
                     announced(&d, &mut heard)?;
                 }
                 Op::Freeze => w.cache = Some(w.deployments.clone()),
@@ -304,12 +337,17 @@ proptest! {
                 Op::SetVersion(i) => w.edit(|s| s.deployment.version = VERSIONS[i].into()),
                 Op::SetReplicas(n) => w.edit(|s| s.deployment.replicas = n),
                 Op::SetSteps(i) => w.edit(|s| s.steps = plans()[i].clone()),
-                Op::Break(i) => { w.broken.insert(VERSIONS[i].into()); }
+                Op::Break(i) => {
+                    changed_since_capture = true;
+                    w.broken.insert(VERSIONS[i].into());
+                }
                 Op::ScaleByHand(i, n) => {
                     tampered = true;
+                    changed_since_capture = true;
                     w.scale_by_hand(VERSIONS[i], n);
                 }
                 Op::DeleteByHand(i) => {
+                    changed_since_capture = true;
                     w.deployments.remove(VERSIONS[i]);
                     w.ready.remove(VERSIONS[i]);
                 }
