@@ -221,10 +221,7 @@ async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
         Observation::Ready(world) => *world,
         Observation::Later(action) => return Ok(action),
     };
-    let arrived = ctx.memo.take_arrival(&world.uid);
-    if let Some(at) = arrived {
-        ctx.metrics.queued(at.elapsed());
-    }
+    let arrived = arrival(&ctx, &world);
     let outcomes = ctx.calls.answers(&world.uid);
     // A write refused before is taken as still refused until one goes through: the status keeps
     // saying so (no write, hence no watch event that would retry at once), and the retry comes
@@ -232,56 +229,87 @@ async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
     let refused = ctx.memo.refusal(&world.uid);
     let decision = rollout::decide(&world.input(&[], refused.as_deref(), &ctx.settings, &outcomes));
     let (world, decision) = confirm(&ctx, world, decision, refused.as_deref(), &outcomes).await?;
-    let writes = world.dpl.status.as_ref() != Some(&decision.status)
-        || !decision.apply.is_empty()
-        || !decision.delete.is_empty();
-    if let Some(at) = arrived.filter(|_| writes) {
-        ctx.metrics.reacted(at.elapsed());
-    }
+    reacted(&ctx, &world, &decision, arrived);
     let version =
         persist(&ctx, &world, world.dpl.resource_version(), world.dpl.status.as_ref(), &decision).await?;
     call_checks(&ctx, &world, &decision, &outcomes);
     publish(&ctx, &world, world.dpl.status.as_ref(), &decision).await;
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &world.ns);
     let acted = writes::act(&api, &world.dpl, &world.owned, &decision).await?;
+    settle(&ctx, &world, &decision, acted, Written { version, refused, outcomes: &outcomes }).await
+}
+
+/// What a reconcile wrote and knew before it acted.
+struct Written<'a> {
+    /// The Deployer's resourceVersion after the status write (`None`: nothing written).
+    version: Option<String>,
+    /// The refusal the Deployer's status said before this reconcile.
+    refused: Option<String>,
+    /// The check answers the decision took in.
+    outcomes: &'a [Outcome],
+}
+
+/// Settle: what acting came to. Done: the backoff starts afresh (and a refusal the status said
+/// is over). A name taken by someone else, or a write refused: the Deployer says so (a condition
+/// and a Warning) on top of the status just written — only what that adds is published — and a
+/// refusal is retried on its backoff.
+async fn settle(
+    ctx: &Context,
+    world: &World,
+    decision: &Decision,
+    acted: Acted,
+    w: Written<'_>,
+) -> Result<Action> {
     let follow_up = |conflicts: &[String], refused: Option<&str>| {
-        rollout::decide(&world.input(conflicts, refused, &ctx.settings, &outcomes))
+        rollout::decide(&world.input(conflicts, refused, &ctx.settings, w.outcomes))
     };
-    let mut after = match acted {
-        Acted::Done if refused.is_some() => {
-            // The refusal is over: the status says so (the decision's Events are published).
-            ctx.memo.succeeded(&world.uid);
-            let after = follow_up(&[], None);
-            persist(&ctx, &world, version.or(world.dpl.resource_version()), Some(&decision.status), &after)
-                .await?;
-            return Ok(next_look(&after));
-        }
+    let version = w.version.or(world.dpl.resource_version());
+    let (mut after, refusal) = match acted {
         Acted::Done => {
             ctx.memo.succeeded(&world.uid);
-            return Ok(next_look(&decision));
+            if w.refused.is_none() {
+                return Ok(next_look(decision));
+            }
+            let after = follow_up(&[], None);
+            persist(ctx, world, version, Some(&decision.status), &after).await?;
+            return Ok(next_look(&after));
         }
         Acted::Stale => return Ok(Action::requeue(STALE_RETRY)),
         // Decided again once the watch shows it (its labels are back).
         Acted::Unseen => return Ok(Action::requeue(Duration::from_secs(1))),
-        Acted::Taken(ref name) => follow_up(std::slice::from_ref(name), None),
-        Acted::Refused(ref why) => follow_up(&[], Some(why)),
+        Acted::Taken(name) => (follow_up(&[name], None), None),
+        Acted::Refused(why) => (follow_up(&[], Some(&why)), Some(why)),
     };
-    let acted_refusal = match acted {
-        Acted::Refused(why) => Some(why),
-        _ => None,
-    };
-    // A name taken by someone else, or a write refused: the Deployer says so (a condition and a
-    // Warning), on top of the status just written. The decision's own Events are published
-    // already: only what the follow-up adds is.
-    persist(&ctx, &world, version.or(world.dpl.resource_version()), Some(&decision.status), &after).await?;
+    persist(ctx, world, version, Some(&decision.status), &after).await?;
     after.notes.retain(|n| !decision.notes.contains(n));
-    publish(&ctx, &world, Some(&decision.status), &after).await;
-    Ok(match (&acted_refusal, after.status.condition("Progressing")) {
+    publish(ctx, world, Some(&decision.status), &after).await;
+    Ok(match (&refusal, after.status.condition("Progressing")) {
         (Some(why), Some(c)) if c.reason == "WriteRefused" => {
             Action::requeue(ctx.memo.refused(&world.uid, why))
         }
         _ => next_look(&after),
     })
+}
+
+/// The arrival of the watch event this reconcile takes up, if one is waiting; how long it waited
+/// is the reconcile's queueing time.
+fn arrival(ctx: &Context, world: &World) -> Option<std::time::Instant> {
+    let arrived = ctx.memo.take_arrival(&world.uid);
+    if let Some(at) = arrived {
+        ctx.metrics.queued(at.elapsed());
+    }
+    arrived
+}
+
+/// The operator's own reaction time: from a watch event's arrival to the first write of the
+/// reconcile that takes it up (now, as the writes start).
+fn reacted(ctx: &Context, world: &World, decision: &Decision, arrived: Option<std::time::Instant>) {
+    let writes = world.dpl.status.as_ref() != Some(&decision.status)
+        || !decision.apply.is_empty()
+        || !decision.delete.is_empty();
+    if let Some(at) = arrived.filter(|_| writes) {
+        ctx.metrics.reacted(at.elapsed());
+    }
 }
 
 /// How soon a reconcile that met a changed object decides again (the watch usually brings the
