@@ -60,7 +60,7 @@ for _ in $(seq 150); do
   sleep 0.2
 done
 
-target/debug/deployer-operator run --namespace "$NS" --listen 127.0.0.1:0 --wait-refresh-seconds 1 \
+"${CARGO_TARGET_DIR:-target}"/debug/deployer-operator run --namespace "$NS" --listen 127.0.0.1:0 --wait-refresh-seconds 1 \
   >"$work/operator.log" 2>&1 &
 pids+=($!)
 
@@ -102,4 +102,4 @@ kubectl -n "$NS" get deployer web -o yaml | sed -n '/^  checks:/,/^  [a-z][a-zA-
 say "kubectl events --for deployer/web"
 kubectl -n "$NS" events --for deployer/web 2>/dev/null | tail -14 || kubectl -n "$NS" get events --field-selector involvedObject.name=web
 say "kubectl deployer get web   (the plugin, docs/kubectl.md)"
-NO_COLOR=1 target/debug/kubectl-deployer get web -n "$NS"
+NO_COLOR=1 "${CARGO_TARGET_DIR:-target}"/debug/kubectl-deployer get web -n "$NS"

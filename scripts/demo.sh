@@ -90,7 +90,7 @@ kubectl wait --for=condition=Established --timeout=60s crd/deployers.deploy.exam
 
 # Watch only the demo namespace, so that it never competes with another operator (or the tests).
 start_operator() {
-  setsid target/debug/deployer-operator run --namespace "$NS" --wait-refresh-seconds 1 --listen 127.0.0.1:0 </dev/null >>"$oplog" 2>&1 &
+  setsid "${CARGO_TARGET_DIR:-target}"/debug/deployer-operator run --namespace "$NS" --wait-refresh-seconds 1 --listen 127.0.0.1:0 </dev/null >>"$oplog" 2>&1 &
   echo $! >"$pidfile"
   disown
 }
