@@ -525,7 +525,7 @@ async fn b_the_pods_roll_out_the_seed_sample_through_a_leader_deletion_and_a_res
         .filter(|((_, r, _), n)| (r == "StepStarted" || r == "StepCompleted") && *n > 1)
         .collect();
     assert!(folded.is_empty(), "step Events repeated within one process: {folded:#?}");
-    harness::assert_no_step_repeated(&events.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>());
+    harness::assert_no_step_repeated(&events);
     timeline.assert_only_grew("nginx-1.7.8");
     assert_eq!(
         timeline.waiting_pairs("nginx-1.7.8", "nginx-1.7.7"),
@@ -545,4 +545,159 @@ async fn b_the_pods_roll_out_the_seed_sample_through_a_leader_deletion_and_a_res
     assert!(!restarts.contains(&leader), "the deleted leader {leader} is back?");
     println!("after the restart: pods {restarts:?}, Lease held by {:?}", lease_holder(&client).await);
     support::delete_namespace(&client, &ns).await;
+}
+
+/// The Helm chart on the real nodes (issue 14.3): the kustomize install steps aside (scaled to 0:
+/// two operators must never act on the same Deployers), `helm install` of deploy/helm with the
+/// tested image by digest, host networking and the in-cluster address of the API server on
+/// loopback, watching one namespace of applications; its two pods become Ready on the real nodes
+/// and one holds the release's Lease; the seed sample rolls out there, driven by those pods alone
+/// (the audit log shows the release's ServiceAccount writing the Deployer's status); `helm
+/// uninstall`; the kustomize install comes back.
+#[tokio::test(flavor = "multi_thread")]
+async fn c_the_helm_chart_runs_on_the_real_nodes_and_rolls_out_the_seed_sample() {
+    let client = support::client().await;
+    wait_operator_rolled_out(&client, secs(180)).await;
+    kubectl(&["-n", NS, "scale", &format!("deployment/{NAME}"), "--replicas=0"]);
+    let all_pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    support::wait_until("the kustomize install's pods to be gone", secs(120), || async {
+        all_pods.list(&ListParams::default().labels(POD_SELECTOR)).await.is_ok_and(|l| l.items.is_empty())
+    })
+    .await;
+
+    let ns = support::namespace(&client, "e2e-node-helm").await;
+    let apps = support::namespace(&client, "e2e-node-helm-apps").await;
+    let release = "deployer-operator";
+    let ports = std::fs::read_to_string(cluster_dir().join("ports.env")).expect("ports.env");
+    let port = ports.lines().find_map(|l| l.strip_prefix("APISERVER_PORT=")).expect("APISERVER_PORT").trim();
+    let archive_ref = std::fs::read_to_string(repo().join("target/image/deployer-operator.oci.tar.ref"))
+        .expect("the archive's .ref (make image)");
+    let repository = archive_ref.trim().rsplit_once(':').map_or(archive_ref.trim(), |(r, _)| r).to_string();
+    let values = json!({
+        "image": {"repository": repository, "digest": archive_digest(), "pullPolicy": "Never"},
+        "watchNamespaces": [apps],
+        "hostNetwork": true,
+        "dnsPolicy": "Default",
+        "nodeSelector": {"deployer-operator.local/node": "real"},
+        "tolerations": [{"key": TAINT, "operator": "Exists", "effect": "NoSchedule"}],
+        "extraEnv": [
+            {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
+            {"name": "KUBERNETES_SERVICE_PORT", "value": port},
+            {"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
+            {"name": "DEPLOYER_LISTEN", "value": "$(HOST_IP):8080"},
+        ],
+    });
+    let values_file = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{ns}-values.yaml"));
+    std::fs::write(&values_file, serde_yaml::to_string(&values).unwrap()).unwrap();
+    let started = Instant::now();
+    helm(&[
+        "install",
+        release,
+        "deploy/helm/deployer-operator",
+        "-n",
+        &ns,
+        "-f",
+        values_file.to_str().unwrap(),
+        "--wait",
+        "--timeout",
+        "180s",
+    ]);
+    println!("helm install --wait: {:.1} s", started.elapsed().as_secs_f64());
+
+    // Two Ready pods, one on each real node, running the tested image; one holds the Lease.
+    let selector = format!("app.kubernetes.io/instance={release}");
+    let pods =
+        Api::<Pod>::namespaced(client.clone(), &ns).list(&ListParams::default().labels(&selector)).await;
+    let pods = pods.expect("the release's pods").items;
+    assert_eq!(pods.len(), 2, "two pods: {:?}", pods.iter().map(ResourceExt::name_any).collect::<Vec<_>>());
+    let mut on = BTreeSet::new();
+    for p in &pods {
+        assert!(pod_ready(p), "pod {} not Ready", p.name_any());
+        let spec = p.spec.clone().unwrap_or_default();
+        on.insert(spec.node_name.clone().unwrap_or_default());
+        let image = &spec.containers[0].image;
+        assert_eq!(image.as_deref(), Some(format!("{repository}@{}", archive_digest()).as_str()));
+    }
+    let real: BTreeSet<String> = real_nodes(&client).await.iter().map(ResourceExt::name_any).collect();
+    assert_eq!(on, real, "one pod on each real node");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let holder = || async {
+        leases.get_opt("deployer-operator").await.ok().flatten().and_then(|l| l.spec?.holder_identity)
+    };
+    support::wait_until("a pod of the release to hold its Lease", secs(60), || async {
+        holder().await.is_some()
+    })
+    .await;
+    println!("the release's Lease is held by {}", holder().await.unwrap_or_default());
+
+    // The seed sample, then 1.7.8 in four steps, rolled out by the release's pods.
+    let deployers: Api<Deployer> = Api::namespaced(client.clone(), &apps);
+    let sample = std::fs::read_to_string(repo().join("examples/nginx-deployer.yaml")).unwrap();
+    let sample: Value =
+        serde_yaml::from_str(&sample.replace("namespace: default", &format!("namespace: {apps}"))).unwrap();
+    deployers.patch("nginx", &PatchParams::apply("e2e-node").force(), &Patch::Apply(&sample)).await.unwrap();
+    wait_phase(&client, &apps, "nginx", Phase::Done, secs(90)).await;
+    wait_deployments(&client, &apps, &[("nginx-1.7.7", 10)], secs(30)).await;
+    let recorder = Recorder::start(&client, &apps, "nginx").await;
+    let steps = json!([{"percent": 10, "sleep": 3}, {"percent": 30, "sleep": 3}, {"percent": 60, "sleep": 3}, {"percent": 100}]);
+    harness::patch_spec(&client, &apps, "nginx", json!({"deployment": {"version": "1.7.8"}, "steps": steps}))
+        .await;
+    wait_phase(&client, &apps, "nginx", Phase::Done, secs(120)).await;
+    wait_deployments(&client, &apps, &[("nginx-1.7.8", 10)], secs(60)).await;
+    let timeline = recorder.stop();
+    timeline.assert_only_grew("nginx-1.7.8");
+    assert_eq!(
+        timeline.waiting_pairs("nginx-1.7.8", "nginx-1.7.7"),
+        vec![(1, 9), (3, 7), (6, 4), (10, 0)],
+        "canary/stable replicas at each step"
+    );
+    let events = step_events(&client, &apps, "nginx").await;
+    harness::assert_no_step_repeated(&events);
+
+    // Who wrote the Deployer's status: the release's ServiceAccount, and no one else.
+    let audit = std::fs::read_to_string(cluster_dir().join("logs/audit.log")).expect("the audit log");
+    let writers: BTreeSet<String> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| {
+            let o = &e["objectRef"];
+            o["resource"] == "deployers" && o["subresource"] == "status" && o["namespace"] == apps.as_str()
+        })
+        .filter(|e| e["verb"] == "patch" || e["verb"] == "update")
+        .filter_map(|e| e["user"]["username"].as_str().map(str::to_string))
+        .collect();
+    let sa = format!("system:serviceaccount:{ns}:{release}");
+    assert_eq!(writers, BTreeSet::from([sa.clone()]), "the Deployer's status writers");
+    println!("the Deployer's status was written by {sa} only");
+
+    helm(&["uninstall", release, "-n", &ns, "--wait", "--timeout", "120s"]);
+    support::delete_namespace(&client, &apps).await;
+    support::delete_namespace(&client, &ns).await;
+    kubectl(&["-n", NS, "scale", &format!("deployment/{NAME}"), "--replicas=2"]);
+    wait_operator_rolled_out(&client, secs(180)).await;
+}
+
+/// Runs the pinned helm (tests/cluster/build.sh helm) with its own directories and the tests'
+/// kubeconfig, from the repository; panics unless it succeeds.
+fn helm(args: &[&str]) -> String {
+    let home = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("helm-home");
+    let out = Command::new(support::tool("helm"))
+        .args(args)
+        .env("KUBECONFIG", support::kubeconfig_path())
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .current_dir(repo())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running helm: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "helm {} failed ({}):\n{stdout}\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }

@@ -95,13 +95,13 @@ impl Proxy {
         Proxy { addr, hold, task }
     }
 
-    /// Holds what the operator sends from now on.
-    fn hold(&self) {
+    /// Holds what the operator sends from now on (tests/e2e_faults_slow.rs).
+    pub fn hold(&self) {
         self.hold.send_replace(true);
     }
 
-    /// Forwards what was held, and everything after it.
-    fn release(&self) {
+    /// Forwards what was held, and everything after it (tests/e2e_faults_slow.rs).
+    pub fn release(&self) {
         self.hold.send_replace(false);
     }
 
