@@ -92,6 +92,14 @@ cmd_base() {
     log "builder base $base is there"
     return 0
   fi
+  # The Dockerfile's `rustup target add x86_64-unknown-linux-musl` must find the target in the
+  # toolchain copied below: inside the build, rustup has no CA it trusts for its download (a
+  # TLS-inspecting proxy may sit in between; only cargo gets this machine's bundle), so the target
+  # comes from this machine's rustup, once.
+  if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+    log "adding the target x86_64-unknown-linux-musl to this machine's toolchain (rustup)"
+    rustup target add x86_64-unknown-linux-musl >&2 || die "rustup target add x86_64-unknown-linux-musl"
+  fi
   sysroot=$(rustc --print sysroot)
   version=$(rustc --version | awk '{print $2}')
   rootfs=$out/base-rootfs
