@@ -77,7 +77,7 @@ ifeq ($(CLUSTER),local)
 	@$(MAKE) --no-print-directory cluster-up no-deployed-operator
 endif
 	@$(MAKE) --no-print-directory tools
-	cargo test --locked --tests -- --test-threads=$(E2E_THREADS)
+	cargo test --locked --no-fail-fast --tests -- --test-threads=$(E2E_THREADS)
 
 # The plot's matplotlib lives in a venv under target/ (installed from PyPI the first time).
 BENCH_VENV := target/bench/venv

@@ -87,9 +87,36 @@ fn the_fencing_checker_catches_a_status_or_a_deployment_going_back() {
     assert!(found.iter().any(|v| v.contains("stable went up")), "{found:?}");
 
     // A canary moved past what the current status asks.
-    let mut early = good;
+    let mut early = good.clone();
     early.push(dep("2.0.0", 3));
     let found = fencing_violations(&history(early), 10, &percents);
+    assert!(found.iter().any(|v| v.contains("past its target 2")), "{found:?}");
+
+    // A wait that has ended implies the next step: the canary may grow to its size before the
+    // status says so — not before the wait's end, and no further than that step.
+    let waited = |until: DateTime<Utc>| -> Changed {
+        let mut st = DeployerStatus {
+            phase: Some(Phase::Waiting),
+            current_step: Some(2),
+            stable_version: Some("1.0.0".into()),
+            canary_version: Some("2.0.0".into()),
+            wait_until: Some(until),
+            ..DeployerStatus::default()
+        };
+        st.handled.promote = Some("p1".into());
+        Changed::Deployer { name: "app".into(), status: Some(Box::new(st)) }
+    };
+    let past = Utc::now() - chrono::TimeDelta::seconds(5);
+    let mut implied = good.clone();
+    implied.extend([waited(past), dep("2.0.0", 3)]);
+    assert_eq!(fencing_violations(&history(implied), 10, &percents), Vec::<String>::new());
+    let mut beyond = good.clone();
+    beyond.extend([waited(past), dep("2.0.0", 4)]);
+    let found = fencing_violations(&history(beyond), 10, &percents);
+    assert!(found.iter().any(|v| v.contains("past its target 3")), "{found:?}");
+    let mut before_the_end = good;
+    before_the_end.extend([waited(Utc::now() + chrono::TimeDelta::seconds(60)), dep("2.0.0", 3)]);
+    let found = fencing_violations(&history(before_the_end), 10, &percents);
     assert!(found.iter().any(|v| v.contains("past its target 2")), "{found:?}");
 }
 

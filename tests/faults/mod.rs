@@ -343,7 +343,13 @@ pub fn fencing_violations(changes: &[Change], r: i32, percents: &[i32]) -> Vec<S
                     st.phase,
                     Some(Phase::Scaling | Phase::Waiting | Phase::Paused | Phase::Checking)
                 );
-                let target = split(r, percent(st.current_step.unwrap_or(1)));
+                let step = st.current_step.unwrap_or(1);
+                let target = split(r, percent(step));
+                // A wait that has ended implies the next step's scaling, written only once that
+                // step is in place (docs/design.md, "One status write per step"): from then on
+                // the canary may grow to the next step's size.
+                let ended = st.phase == Some(Phase::Waiting) && st.wait_until.is_some_and(|u| change.at >= u);
+                let canary_target = if ended { split(r, percent(step + 1)).canary } else { target.canary };
                 let is_canary = st.canary_version.as_deref() == Some(version);
                 let is_stable = st.stable_version.as_deref() == Some(version);
                 let at = format!("at rv {} (status: {:?} step {:?})", change.rv, st.phase, st.current_step);
@@ -351,8 +357,8 @@ pub fn fencing_violations(changes: &[Change], r: i32, percents: &[i32]) -> Vec<S
                     if before.is_some_and(|b| *now < b) {
                         out.push(format!("{name}: canary went down {before:?} → {now} {at}"));
                     }
-                    if *now > target.canary {
-                        out.push(format!("{name}: canary {now} past its target {} {at}", target.canary));
+                    if *now > canary_target {
+                        out.push(format!("{name}: canary {now} past its target {canary_target} {at}"));
                     }
                 }
                 if is_stable && rolling && st.canary_version.is_some() {
