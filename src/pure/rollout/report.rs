@@ -231,9 +231,13 @@ fn progress(run: &Run) -> Option<Progress> {
     let sleep = |step: usize| run.plan.get(step).map_or(0, |s| s.sleep);
     let (step, wait) = match run.mem.state {
         State::Scaling { step, .. } => (step, format!("{}s till next step", sleep(step))),
-        State::Waiting { step, until } => {
-            (step, format!("{} till next step", seconds_text(until - run.input.now)))
-        }
+        // The time left, when the wait text is refreshed (`--wait-refresh-seconds`); otherwise the
+        // step's sleep, as the seed wrote it, once: a reconcile in the middle of the wait (a
+        // Deployment's status changing) must not rewrite the status for a countdown.
+        State::Waiting { step, until } => match run.input.settings.wait_refresh {
+            Some(_) => (step, format!("{} till next step", seconds_text(until - run.input.now))),
+            None => (step, format!("{}s till next step", sleep(step))),
+        },
         State::Paused { step, left: Some(left), .. } => {
             (step, format!("paused, {} till next step once resumed", seconds_text(left)))
         }

@@ -139,13 +139,17 @@ fn a_wait_ends_at_its_persisted_deadline_not_earlier_not_later() {
     let until = w.status.as_ref().and_then(|s| s.wait_until).expect("waiting");
     // A "restarted" operator knows nothing but the status: one second early, it still waits.
     w.now = until - TimeDelta::seconds(1);
+    let before = w.status.clone();
     let d = w.reconcile();
     assert_eq!(w.phase(), Phase::Waiting);
     assert_eq!(d.requeue, Some(Duration::from_secs(1)));
     assert_eq!(w.status.as_ref().and_then(|s| s.wait_until), Some(until), "deadline not reset");
+    // Without a wait refresh the seed's text is the step's sleep, written once: no write for a
+    // countdown.
+    assert_eq!(w.status, before, "the status was rewritten in the middle of the wait");
     assert_eq!(
         w.status.as_ref().and_then(|s| s.progress.as_ref()).map(|p| p.wait.as_str()),
-        Some("1s till next step")
+        Some("60s till next step")
     );
     w.now = until;
     let stored = w.status.clone();
