@@ -46,7 +46,7 @@ impl Controller for Ours {
             "flags": ["run", "--namespace", "<ns>", "--listen", "127.0.0.1:0", "--concurrency", CONCURRENCY],
             "client_rate_limit": "none (kube-rs has no client-side QPS limit)",
             "leader_election": "off (default)",
-            "wait_refresh_s": 10,
+            "wait_refresh_s": 0,
         })
     }
 
