@@ -439,24 +439,26 @@ impl Timeline {
         Timeline { samples }
     }
 
-    /// For each step the Deployer waited at, the (canary, stable) replicas that held longest while
-    /// it waited, and where it ended once Done (a last step with nothing after it is not waited
-    /// at: Done is written as it is in place). Between a step's wait and the next step in place,
-    /// the status still says the wait while the next step's replicas move: the longest-held pair
-    /// is the one the step waited with.
+    /// For each step the Deployer waited at, the (canary, stable) replicas it settled at in its
+    /// wait, and where it ended once Done (a last step with nothing after it is not waited at:
+    /// Done is written as it is in place).
     pub fn waiting_pairs(&self, canary: &str, stable: &str) -> Vec<(i32, i32)> {
-        let mut out: Vec<(i32, (i32, i32), i64)> = Vec::new(); // (step, pair, held ms)
-        for (i, s) in self.samples.iter().enumerate() {
+        // Per step, the last pair seen in its wait while the canary still had the size it
+        // entered the wait with: the status is written first (persist first), so the stable may
+        // be lowered a moment later — or, when the leader dies in between, only once the standby
+        // has taken over; and once the wait is over the next step's canary growth comes before
+        // the status says so (it is implied by the deadline).
+        let mut out: Vec<(i32, (i32, i32))> = Vec::new();
+        for s in &self.samples {
             let (Some(Phase::Waiting), Some(step)) = (s.phase, s.step) else { continue };
             let pair = (*s.replicas.get(canary).unwrap_or(&0), *s.replicas.get(stable).unwrap_or(&0));
-            let held = self.samples.get(i + 1).map_or(0, |n| (n.at - s.at).num_milliseconds());
             match out.last_mut() {
                 Some(last) if last.0 == step => {
-                    if held > last.2 {
-                        *last = (step, pair, held);
+                    if pair.0 == last.1.0 {
+                        last.1 = pair;
                     }
                 }
-                _ => out.push((step, pair, held)),
+                _ => out.push((step, pair)),
             }
         }
         if let Some(last) = self.samples.last()
@@ -465,9 +467,9 @@ impl Timeline {
             && out.last().is_none_or(|o| o.0 != step)
         {
             let pair = (*last.replicas.get(canary).unwrap_or(&0), *last.replicas.get(stable).unwrap_or(&0));
-            out.push((step, pair, 0));
+            out.push((step, pair));
         }
-        out.into_iter().map(|(_, pair, _)| pair).collect()
+        out.into_iter().map(|(_, pair)| pair).collect()
     }
 
     /// Asserts `deployment`'s replicas only ever grew: no step ran twice in a way anyone could see.
