@@ -367,8 +367,11 @@ async fn a_namespace_mismatch_is_reported_and_nothing_is_created() {
     .await;
     let st = harness::status(&client, &ns, "app").await.expect("status");
     assert!(st.condition("Ready").expect("Ready").message.contains("spec.deployment.namespace"));
-    let evs = events(&client, &ns, "app").await;
-    assert!(evs.iter().any(|(t, r, _)| t == "Warning" && r == "InvalidSpec"), "{evs:#?}");
+    // The Warning follows the status write (persist first, then publish).
+    support::wait_until("the InvalidSpec Warning", secs(10), || async {
+        events(&client, &ns, "app").await.iter().any(|(t, r, _)| t == "Warning" && r == "InvalidSpec")
+    })
+    .await;
     harness::assert_holds("nothing is created", secs(2), || async {
         replicas(&client, &ns).await.is_empty()
     })
