@@ -54,9 +54,7 @@ impl Entry {
             && self.waited.is_none()
             && self.arrived.is_none()
             && self.refusal.is_none()
-        // Not `created`: a create stands in for the cache only while the entry holds something
-        // else (our status write the cache has not caught up with); an entry gone with a
-        // Deployer leaves nothing behind.
+            && self.created.is_empty()
     }
 }
 
@@ -199,7 +197,7 @@ impl Memo {
                 !cached(&d.name_any()) && now.saturating_duration_since(*at) < CREATED_GRACE
             });
             let unseen = e.created.iter().map(|(d, _)| d.clone()).collect();
-            if e.is_empty() && e.created.is_empty() {
+            if e.is_empty() {
                 m.remove(uid);
             }
             unseen
