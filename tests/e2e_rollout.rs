@@ -47,6 +47,8 @@ async fn seed_rollout_moves_replicas_step_by_step_and_deletes_the_old_version() 
 
     let done = wait_phase(&client, &ns, "nginx", Phase::Done, secs(90)).await;
     let took = Utc::now() - started;
+    // Done is written before the old version is deleted (persist first): the timeline ends once it is gone.
+    wait_deployments(&client, &ns, &[("nginx-1.7.8", 10)], secs(30)).await;
     let timeline = rec.stop();
 
     assert_eq!(
