@@ -92,6 +92,7 @@ pub async fn run(
     };
     let mut controllers = Vec::new();
     let mut deployer_stores = Vec::new();
+    let mut memos = Vec::new();
     let mut deployment_stores = Vec::new();
     for scope in scopes {
         let (deployers, deployments): (Api<Deployer>, Api<Deployment>) = match &scope {
@@ -104,7 +105,11 @@ pub async fn run(
         // controller (as the trigger that maps a Deployment to its owning Deployer).
         let (reader, writer) = reflector::store();
         let memo = Arc::new(Memo::default());
-        let arrived = memo.clone();
+        let ctx_memo = memo.clone();
+        // The Deployers' watch and cache, without their managedFields and the copy of the spec
+        // that a client-side `kubectl apply` leaves in an annotation (nothing here reads either).
+        let (deployer_reader, deployer_writer) = reflector::store::<Deployer>();
+        let (arrived, owners) = (memo.clone(), deployer_reader.clone());
         let owned = watcher(deployments, watcher::Config::default().labels(DEPLOYER_LABEL))
             .default_backoff()
             // The cache keeps what `resources::observe` and `is_owned_by` read, nothing more.
@@ -112,14 +117,17 @@ pub async fn run(
             .reflect(writer)
             .touched_objects()
             .inspect_ok(move |d: &Deployment| {
+                // Only for a Deployer that exists: the garbage collector's deletes of a deleted
+                // Deployer's Deployments start no reconcile, so nothing would take them up.
                 for owner in d.owner_references().iter().filter(|o| o.kind == "Deployer") {
-                    arrived.arrived(&owner.uid);
+                    let key =
+                        ObjectRef::new(&owner.name).within(d.namespace().as_deref().unwrap_or_default());
+                    if owners.get(&key).is_some_and(|o| o.uid().as_deref() == Some(owner.uid.as_str())) {
+                        arrived.arrived(&owner.uid);
+                    }
                 }
             });
         deployment_stores.push(reader.clone());
-        // The Deployers' watch and cache, without their managedFields and the copy of the spec
-        // that a client-side `kubectl apply` leaves in an annotation (nothing here reads either).
-        let (deployer_reader, deployer_writer) = reflector::store();
         // An answer to a check call wakes its Deployer through this channel.
         let (wake, woken) = futures::channel::mpsc::unbounded();
         let prober = Prober::new();
@@ -144,6 +152,20 @@ pub async fn run(
                 }
             })
             .reflect(deployer_writer)
+            .inspect_ok({
+                let (memo, listed) = (memo.clone(), deployer_reader.clone());
+                move |event| match event {
+                    watcher::Event::Delete(d) => d.uid().iter().for_each(|uid| memo.forget(uid)),
+                    // A fresh list (start, or a watch that had to list again): what it lacks was
+                    // deleted, whether or not its delete was seen.
+                    watcher::Event::InitDone => {
+                        let uids: std::collections::HashSet<String> =
+                            listed.state().iter().filter_map(|d| d.uid()).collect();
+                        memo.keep(|uid| uids.contains(uid));
+                    }
+                    _ => {}
+                }
+            })
             .applied_objects()
             .inspect_ok(move |d: &Deployer| {
                 if let Some(uid) = d.uid() {
@@ -156,6 +178,7 @@ pub async fn run(
             .with_config(controller::Config::default().concurrency(config.concurrency))
             .graceful_shutdown_on(shutdown.clone());
         deployer_stores.push(controller.store());
+        memos.push(ctx_memo);
         controllers.push(controller.run(reconcile, error_policy, ctx).for_each(|res| async move {
             match res {
                 Ok((obj, action)) => debug!(%obj, ?action, "reconciled"),
@@ -165,6 +188,7 @@ pub async fn run(
     }
     metrics.set_leader(true);
     metrics.set_deployer_stores(deployer_stores.clone());
+    metrics.set_memos(memos);
     let _reported = Reported(&metrics, &health);
     let synced = async {
         for store in &deployer_stores {
@@ -197,6 +221,7 @@ impl Drop for Reported<'_> {
     fn drop(&mut self) {
         self.1.set_synced(false);
         self.0.set_deployer_stores(Vec::new());
+        self.0.set_memos(Vec::new());
         self.0.set_leader(false);
     }
 }
@@ -499,7 +524,6 @@ async fn persist(
         ctx.memo.wrote(&world.uid, version.clone(), decision.status.clone(), live.len(), |uid| {
             live.iter().any(|d| d.uid().as_deref() == Some(uid))
         });
-        ctx.metrics.set_remembered(ctx.memo.len());
     }
     Ok(written)
 }

@@ -5,8 +5,10 @@
 //! refusal of a write (so that a refused write is retried on that backoff, not on the watch
 //! event of the status that reports it).
 //!
-//! Bounded by the Deployers that exist: entries of Deployers no longer in the cache are pruned as
-//! the map grows, so memory follows the number of Deployers, not their history.
+//! Bounded by the Deployers that exist: a Deployer's entry goes when its watch reports it deleted,
+//! entries of Deployers missing from a fresh list go when the watch lists again (a delete it
+//! missed), and, as a last resort, entries of Deployers no longer in the cache are pruned as the
+//! map grows. Memory follows the number of Deployers, not their history.
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
@@ -18,7 +20,7 @@ pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// gone (a quota raised) can take to be noticed.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Entry {
     /// The resourceVersion after our last status write, and that status.
     written: Option<(String, DeployerStatus)>,
@@ -44,7 +46,7 @@ impl Entry {
 }
 
 /// Per-Deployer memory of one controller, by uid.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Memo {
     entries: Mutex<HashMap<String, Entry>>,
 }
@@ -75,6 +77,16 @@ impl Memo {
                 m.retain(|uid, _| alive(uid));
             }
         });
+    }
+
+    /// Forgets everything of `uid` (the Deployer was deleted).
+    pub fn forget(&self, uid: &str) {
+        self.with(|m| m.remove(uid));
+    }
+
+    /// Keeps only the Deployers for which `alive` says yes (the watch listed them again).
+    pub fn keep(&self, alive: impl Fn(&str) -> bool) {
+        self.with(|m| m.retain(|uid, _| alive(uid)));
     }
 
     /// Forgets the status write to `uid` (the cache holds the latest object again).
@@ -197,6 +209,21 @@ mod tests {
         memo.failed("x");
         memo.succeeded("x");
         assert!(memo.written("x").is_none() && memo.len() <= 67);
+    }
+
+    #[test]
+    fn a_deleted_deployer_is_forgotten_whatever_it_left() {
+        let memo = Memo::default();
+        memo.wrote("a", "1".into(), DeployerStatus::default(), 2, |_| true);
+        memo.first_end_of("a", chrono::DateTime::UNIX_EPOCH);
+        memo.arrived("a");
+        memo.refused("b", "quota");
+        memo.arrived("c");
+        memo.forget("a");
+        assert!(memo.written("a").is_none() && memo.len() == 2);
+        // A fresh list that holds only `c`: `b` was deleted while the watch was away.
+        memo.keep(|uid| uid == "c");
+        assert!(memo.refusal("b").is_none() && memo.len() == 1);
     }
 
     #[test]

@@ -39,6 +39,7 @@ use crate::{
     Error,
     api::{Deployer, DeployerStatus, Phase},
     rollout::{Note, Severity},
+    shell::memo::Memo,
 };
 
 /// The `Content-Type` of [`Metrics::encode`]'s output.
@@ -77,7 +78,7 @@ pub struct Metrics {
     aborts: Family<ReasonLabels, Counter>,
     lateness: Histogram,
     leader: Gauge,
-    remembered: Gauge,
+    remembered: Arc<Remembered>,
     calls_out: Gauge,
     requests: Family<RequestLabels, Counter>,
     checks: Family<CheckLabels, Counter>,
@@ -145,12 +146,10 @@ impl Metrics {
             "1 while this process runs the controller (it holds the lease, or leader election is off)",
             leader.clone(),
         );
-        let remembered = Gauge::default();
-        registry.register(
-            "controller_remembered_deployers",
-            "Deployers the controller keeps something of between reconciles (its last status write, a backoff); bounded by the Deployers that exist",
-            remembered.clone(),
-        );
+        // Read at each scrape from the running controllers' memos: a Deployer forgotten between
+        // two writes (deleted) leaves the count at once.
+        let remembered = Arc::new(Remembered::default());
+        registry.register_collector(Box::new(remembered.clone()));
         let calls_out = Gauge::default();
         registry.register(
             "check_calls_out",
@@ -289,9 +288,9 @@ impl Metrics {
         self.calls_out.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
-    /// Sets how many Deployers the controller remembers something of.
-    pub fn set_remembered(&self, n: usize) {
-        self.remembered.set(i64::try_from(n).unwrap_or(i64::MAX));
+    /// The memos of the running controllers, counted at each scrape (empty: none runs).
+    pub fn set_memos(&self, memos: Vec<Arc<Memo>>) {
+        *self.remembered.memos.write().unwrap_or_else(|e| e.into_inner()) = memos;
     }
 
     /// The Deployer caches of the running controllers, read at each scrape for the phase gauges
@@ -423,6 +422,26 @@ impl Collector for DeployerGauges {
                 .encode_gauge(&weight)?;
         }
         Ok(())
+    }
+}
+
+/// The scrape-time count of the Deployers the controllers remember something of.
+#[derive(Debug, Default)]
+struct Remembered {
+    memos: RwLock<Vec<Arc<Memo>>>,
+}
+
+impl Collector for Remembered {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let n: usize = self.memos.read().unwrap_or_else(|e| e.into_inner()).iter().map(|m| m.len()).sum();
+        encoder
+            .encode_descriptor(
+                "controller_remembered_deployers",
+                "Deployers the controller keeps something of between reconciles (its last status write, a backoff); bounded by the Deployers that exist.",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&i64::try_from(n).unwrap_or(i64::MAX))
     }
 }
 
