@@ -184,6 +184,9 @@ async fn a_standby_takes_over_within_the_lease_duration_when_the_leader_is_kille
     );
 
     wait_phase(&client, &ns, "app", Phase::Done, secs(60)).await;
+    // Done is written before the old version is deleted (persist first): the timeline ends once
+    // it is gone.
+    wait_deployments(&client, &ns, &[("app-2.0.0", 4)], secs(30)).await;
     let timeline = rec.stop();
     assert_eq!(
         timeline.waiting_pairs("app-2.0.0", "app-1.0.0"),
@@ -192,7 +195,6 @@ async fn a_standby_takes_over_within_the_lease_duration_when_the_leader_is_kille
     );
     timeline.assert_only_grew("app-2.0.0");
     harness::assert_no_step_repeated(&harness::counted_events(&client, &ns, "app").await);
-    wait_deployments(&client, &ns, &[("app-2.0.0", 4)], secs(30)).await;
     support::delete_namespace(&client, &ns).await;
 }
 

@@ -95,6 +95,7 @@ async fn twenty_replicas_move_2_6_12_20() {
     patch_spec(&client, &ns, "web", json!({"deployment": {"version": "1.1.0"}})).await;
     wait_phase(&client, &ns, "web", Phase::Waiting, secs(60)).await;
     let done = wait_phase(&client, &ns, "web", Phase::Done, secs(90)).await;
+    wait_deployments(&client, &ns, &[("web-1.1.0", 20)], secs(30)).await;
     let timeline = rec.stop();
     assert_eq!(done.step.as_deref(), Some("4/4"), "a final 100% step is implied");
     assert_eq!(
@@ -102,7 +103,6 @@ async fn twenty_replicas_move_2_6_12_20() {
         [(2, 18), (6, 14), (12, 8), (20, 0)],
         "timeline: {timeline:#?}"
     );
-    wait_deployments(&client, &ns, &[("web-1.1.0", 20)], secs(30)).await;
     support::delete_namespace(&client, &ns).await;
 }
 
