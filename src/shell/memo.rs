@@ -10,7 +10,14 @@
 //! missed), and, as a last resort, entries of Deployers no longer in the cache are pruned as the
 //! map grows. Memory follows the number of Deployers, not their history.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::ResourceExt;
 
 use crate::api::DeployerStatus;
 
@@ -19,6 +26,10 @@ pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// The longest wait between two retries of a failing Deployer: also how long a refusal that has
 /// gone (a quota raised) can take to be noticed.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How long a Deployment we created stands in for the watch cache's copy. The watch brings it
+/// within milliseconds; if it never does (someone deleted it at once), the create is tried again
+/// after this.
+pub const CREATED_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default)]
 struct Entry {
@@ -33,6 +44,9 @@ struct Entry {
     /// What the API server said when it last refused one of this Deployer's writes, until a write
     /// goes through.
     refusal: Option<String>,
+    /// Deployments we created that the watch cache did not show yet: the API server's answer to
+    /// the create, and when it came.
+    created: Vec<(Arc<Deployment>, Instant)>,
 }
 
 impl Entry {
@@ -42,6 +56,7 @@ impl Entry {
             && self.waited.is_none()
             && self.arrived.is_none()
             && self.refusal.is_none()
+            && self.created.is_empty()
     }
 }
 
@@ -169,6 +184,38 @@ impl Memo {
         self.with(|m| m.get(uid).and_then(|e| e.refusal.clone()))
     }
 
+    /// We created `deployment` for `uid` (the API server's answer).
+    pub fn created(&self, uid: &str, deployment: Deployment) {
+        self.with(|m| {
+            let e = m.entry(uid.to_string()).or_default();
+            e.created.retain(|(d, _)| d.name_any() != deployment.name_any());
+            e.created.push((Arc::new(deployment), Instant::now()));
+        });
+    }
+
+    /// The Deployments we created for `uid` that the watch cache does not show yet (`cached`
+    /// says which names it shows), as of `now`: a reconcile decides on them as on its own writes,
+    /// instead of creating them again. Those the cache shows, and those older than
+    /// [`CREATED_GRACE`], are forgotten.
+    pub fn unseen_creates(
+        &self,
+        uid: &str,
+        cached: impl Fn(&str) -> bool,
+        now: Instant,
+    ) -> Vec<Arc<Deployment>> {
+        self.with(|m| {
+            let Some(e) = m.get_mut(uid) else { return Vec::new() };
+            e.created.retain(|(d, at)| {
+                !cached(&d.name_any()) && now.saturating_duration_since(*at) < CREATED_GRACE
+            });
+            let unseen = e.created.iter().map(|(d, _)| d.clone()).collect();
+            if e.is_empty() {
+                m.remove(uid);
+            }
+            unseen
+        })
+    }
+
     /// How many Deployers are remembered.
     #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
@@ -224,6 +271,32 @@ mod tests {
         // A fresh list that holds only `c`: `b` was deleted while the watch was away.
         memo.keep(|uid| uid == "c");
         assert!(memo.refusal("b").is_none() && memo.len() == 1);
+        memo.created("c", Deployment::default());
+        memo.forget("c");
+        assert_eq!(memo.len(), 0, "a remembered create goes with its Deployer");
+    }
+
+    #[test]
+    fn a_created_deployment_stands_in_for_the_cache_until_it_shows_or_its_grace_ends() {
+        let memo = Memo::default();
+        let named = |name: &str| {
+            let mut d = Deployment::default();
+            d.metadata.name = Some(name.into());
+            d
+        };
+        let t0 = Instant::now();
+        memo.created("a", named("app-2.0.0"));
+        let names = |v: Vec<Arc<Deployment>>| v.iter().map(|d| d.name_any()).collect::<Vec<_>>();
+        assert_eq!(names(memo.unseen_creates("a", |_| false, t0)), ["app-2.0.0"]);
+        assert!(memo.unseen_creates("b", |_| false, t0).is_empty(), "another Deployer's");
+        // The cache shows it: forgotten, and the entry goes.
+        assert!(memo.unseen_creates("a", |n| n == "app-2.0.0", t0).is_empty());
+        assert!(memo.unseen_creates("a", |_| false, t0).is_empty());
+        assert_eq!(memo.len(), 0);
+        // Never shown: forgotten once its grace is over.
+        memo.created("a", named("app-3.0.0"));
+        assert!(memo.unseen_creates("a", |_| false, Instant::now() + CREATED_GRACE).is_empty());
+        assert_eq!(memo.len(), 0);
     }
 
     #[test]

@@ -83,14 +83,17 @@ pub async fn status(
 
 /// Makes the decision's Deployment moves: creates and resizes first, deletes after, each on what
 /// was observed of it (`owned`).
+/// The Deployments it creates go to `created` (the API server's answers), before the watch shows
+/// them.
 pub async fn act(
     api: &Api<Deployment>,
     dpl: &Deployer,
     owned: &[Arc<Deployment>],
     decision: &Decision,
+    created: &mut Vec<Deployment>,
 ) -> Result<Acted> {
     for scale in &decision.apply {
-        let acted = apply(api, dpl, owned, scale).await?;
+        let acted = apply(api, dpl, owned, scale, created).await?;
         if acted != Acted::Done {
             return Ok(acted);
         }
@@ -119,6 +122,7 @@ async fn apply(
     dpl: &Deployer,
     owned: &[Arc<Deployment>],
     scale: &Scale,
+    created: &mut Vec<Deployment>,
 ) -> Result<Acted> {
     let mut desired = resources::deployment(dpl, &scale.version, scale.replicas)
         .ok_or_else(|| Error::MissingMetadata(dpl.name_any()))?;
@@ -129,7 +133,10 @@ async fn apply(
         // POST, not apply: an existing Deployment of that name is never taken over.
         let params = PostParams { field_manager: Some(MANAGER.into()), ..PostParams::default() };
         return match api.create(&params, &desired).await {
-            Ok(_) => Ok(Acted::Done),
+            Ok(d) => {
+                created.push(d);
+                Ok(Acted::Done)
+            }
             Err(kube::Error::Api(s)) if s.code == 409 => claim(api, dpl, &name, &scale.version).await,
             Err(err) => refusal("create Deployment", api, &name, err),
         };
