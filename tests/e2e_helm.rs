@@ -25,11 +25,7 @@ mod harness;
 mod rbac;
 mod support;
 
-use std::{
-    collections::BTreeMap,
-    path::PathBuf,
-    process::{Command, Output, Stdio},
-};
+use std::{collections::BTreeMap, process::Output};
 
 use harness::{Operator, install_crd, secs};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -491,17 +487,7 @@ fn helm(args: &[&str]) -> (String, String) {
 }
 
 fn helm_output(args: &[&str]) -> Output {
-    let home = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("helm-home");
-    Command::new(support::tool("helm"))
-        .args(args)
-        .env("KUBECONFIG", support::kubeconfig_path())
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .current_dir(repo())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running helm: {e}"))
+    support::tool_command("helm").args(args).output().unwrap_or_else(|e| panic!("running helm: {e}"))
 }
 
 /// `helm template <release> CHART -n <ns> --set …`: the objects.
@@ -587,12 +573,7 @@ fn exists(kind: &str, name: &str, namespace: Option<&str>) -> bool {
     if let Some(n) = namespace {
         args.extend(["-n", n]);
     }
-    let out = support::kubectl()
-        .args(&args)
-        .env("KUBECONFIG", support::kubeconfig_path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("kubectl runs");
+    let out = support::tool_command("kubectl").args(&args).output().expect("kubectl runs");
     assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     if text.trim().is_empty() {

@@ -704,15 +704,7 @@ struct Cleanup(Vec<Vec<String>>);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for command in &self.0 {
-            let program = support::tool(&command[0]);
-            let status = Command::new(&program)
-                .args(&command[1..])
-                .env("KUBECONFIG", support::kubeconfig_path())
-                .env("HELM_CONFIG_HOME", helm_home().join("config"))
-                .env("HELM_CACHE_HOME", helm_home().join("cache"))
-                .env("HELM_DATA_HOME", helm_home().join("data"))
-                .stdin(Stdio::null())
-                .status();
+            let status = support::tool_command(&command[0]).args(&command[1..]).status();
             if !status.as_ref().is_ok_and(|s| s.success()) {
                 eprintln!("cleanup: {} failed: {status:?}", command.join(" "));
             }
@@ -720,24 +712,11 @@ impl Drop for Cleanup {
     }
 }
 
-fn helm_home() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("helm-home")
-}
-
 /// Runs the pinned helm (tests/cluster/build.sh helm) with its own directories and the tests'
 /// kubeconfig, from the repository; panics unless it succeeds.
 fn helm(args: &[&str]) -> String {
-    let home = helm_home();
-    let out = Command::new(support::tool("helm"))
-        .args(args)
-        .env("KUBECONFIG", support::kubeconfig_path())
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .current_dir(repo())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running helm: {e}"));
+    let out =
+        support::tool_command("helm").args(args).output().unwrap_or_else(|e| panic!("running helm: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

@@ -33,6 +33,21 @@ pub fn kubeconfig_path() -> PathBuf {
     }
 }
 
+/// The pinned `name` (see [`tool`]) as a command run from the repository, on the tests'
+/// kubeconfig, with no stdin; helm keeps its config, cache and data under target/.
+pub fn tool_command(name: &str) -> std::process::Command {
+    let helm_home = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("helm-home");
+    let mut command = std::process::Command::new(tool(name));
+    command
+        .env("KUBECONFIG", kubeconfig_path())
+        .env("HELM_CONFIG_HOME", helm_home.join("config"))
+        .env("HELM_CACHE_HOME", helm_home.join("cache"))
+        .env("HELM_DATA_HOME", helm_home.join("data"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(std::process::Stdio::null());
+    command
+}
+
 /// The pinned build of a tool the tests run: `kubectl`, `helm` or `prometheus`. The path comes from
 /// the environment variable of its name in capitals (`KUBECTL`, `HELM`, `PROMETHEUS`; the Makefile
 /// sets them), else it is the cache path `tests/cluster/build.sh` builds it into, at the version
