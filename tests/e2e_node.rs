@@ -456,15 +456,8 @@ async fn b_the_pods_roll_out_the_seed_sample_through_a_leader_deletion_and_a_res
     let client = support::client().await;
     wait_operator_rolled_out(&client, secs(180)).await;
     let ns = support::namespace(&client, "e2e-node").await;
-    let deployers: Api<Deployer> = Api::namespaced(client.clone(), &ns);
 
-    // The seed's sample as the README applies it (its namespace set to the test's).
-    let sample = std::fs::read_to_string(repo().join("examples/nginx-deployer.yaml")).unwrap();
-    let sample: Value =
-        serde_yaml::from_str(&sample.replace("namespace: default", &format!("namespace: {ns}"))).unwrap();
-    deployers.patch("nginx", &PatchParams::apply("e2e-node").force(), &Patch::Apply(&sample)).await.unwrap();
-    wait_phase(&client, &ns, "nginx", Phase::Done, secs(60)).await;
-    wait_deployments(&client, &ns, &[("nginx-1.7.7", 10)], secs(30)).await;
+    apply_seed_sample(&client, &ns, secs(60)).await;
 
     // 1.7.8 with 8 s waits: the leader is deleted during the first, the operator restarted
     // during the third.
@@ -654,13 +647,7 @@ async fn c_the_helm_chart_runs_on_the_real_nodes_and_rolls_out_the_seed_sample()
     println!("the release's Lease is held by {}", holder().await.unwrap_or_default());
 
     // The seed sample, then 1.7.8 in four steps, rolled out by the release's pods.
-    let deployers: Api<Deployer> = Api::namespaced(client.clone(), &apps);
-    let sample = std::fs::read_to_string(repo().join("examples/nginx-deployer.yaml")).unwrap();
-    let sample: Value =
-        serde_yaml::from_str(&sample.replace("namespace: default", &format!("namespace: {apps}"))).unwrap();
-    deployers.patch("nginx", &PatchParams::apply("e2e-node").force(), &Patch::Apply(&sample)).await.unwrap();
-    wait_phase(&client, &apps, "nginx", Phase::Done, secs(90)).await;
-    wait_deployments(&client, &apps, &[("nginx-1.7.7", 10)], secs(30)).await;
+    apply_seed_sample(&client, &apps, secs(90)).await;
     let recorder = Recorder::start(&client, &apps, "nginx").await;
     let steps = json!([{"percent": 10, "sleep": 3}, {"percent": 30, "sleep": 3}, {"percent": 60, "sleep": 3}, {"percent": 100}]);
     harness::patch_spec(&client, &apps, "nginx", json!({"deployment": {"version": "1.7.8"}, "steps": steps}))
@@ -695,6 +682,18 @@ async fn c_the_helm_chart_runs_on_the_real_nodes_and_rolls_out_the_seed_sample()
 
     drop(_cleanup);
     wait_operator_rolled_out(&client, secs(180)).await;
+}
+
+/// The seed's sample as the README applies it (its namespace set to `ns`), rolled out: Done
+/// within `timeout`, with nginx-1.7.7 at its 10 replicas.
+async fn apply_seed_sample(client: &Client, ns: &str, timeout: Duration) {
+    let deployers: Api<Deployer> = Api::namespaced(client.clone(), ns);
+    let sample = std::fs::read_to_string(repo().join("examples/nginx-deployer.yaml")).unwrap();
+    let sample: Value =
+        serde_yaml::from_str(&sample.replace("namespace: default", &format!("namespace: {ns}"))).unwrap();
+    deployers.patch("nginx", &PatchParams::apply("e2e-node").force(), &Patch::Apply(&sample)).await.unwrap();
+    wait_phase(client, ns, "nginx", Phase::Done, timeout).await;
+    wait_deployments(client, ns, &[("nginx-1.7.7", 10)], secs(30)).await;
 }
 
 /// Commands run when dropped (at the end of a test, or when it fails), each best effort: `helm …`

@@ -260,11 +260,14 @@ async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
     call_checks(&ctx, &world, &decision, &outcomes);
     publish(&ctx, &world, world.dpl.status.as_ref(), &decision).await;
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &world.ns);
-    let mut created = Vec::new();
-    let acted = writes::act(&api, &world.dpl, &world.owned, &decision, &mut created).await;
-    for mut d in created {
+    let mut landed = writes::Landed::default();
+    let acted = writes::act(&api, &world.dpl, &world.owned, &decision, &mut landed).await;
+    for mut d in landed.created {
         resources::slim(&mut d);
         ctx.memo.created(&world.uid, d);
+    }
+    for gone in landed.deleted {
+        ctx.memo.deleted(&world.uid, gone);
     }
     let acted = acted?;
     settle(&ctx, &world, &decision, acted, Written { version, refused, outcomes: &outcomes }).await
@@ -426,14 +429,12 @@ async fn observe(ctx: &Context, dpl: Arc<Deployer>) -> Result<Observation> {
         .into_iter()
         .filter(|d| d.namespace().as_deref() == Some(ns.as_str()) && resources::is_owned_by(d, &dpl))
         .collect();
-    // Read our own creates: a Deployment we created that the watch has not brought yet is decided
-    // on as the API server answered the create, not created again (a 409 and a GET each time).
-    let unseen = ctx.memo.unseen_creates(
-        &uid,
-        |name| owned.iter().any(|d| d.name_any() == name),
-        std::time::Instant::now(),
-    );
-    owned.extend(unseen.into_iter().filter(|d| resources::is_owned_by(d, &dpl)));
+    // Read our own writes: a Deployment we created that the watch has not brought yet is decided
+    // on as the API server answered the create, not created again (a 409 and a GET each time), and
+    // one we deleted that the watch still shows is gone, not deleted again (a 404).
+    let unseen = ctx.memo.unseen(&uid, &owned, std::time::Instant::now());
+    owned.retain(|d| d.uid().is_none_or(|u| !unseen.deleted.contains(&u)));
+    owned.extend(unseen.created.into_iter().filter(|d| resources::is_owned_by(d, &dpl)));
     let observed = owned.iter().filter_map(|d| resources::observe(&dpl.spec.deployment, d)).collect();
     let (paused, requests) = resources::requests(&dpl);
     let name = dpl.name_any();

@@ -26,9 +26,9 @@ pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// The longest wait between two retries of a failing Deployer: also how long a refusal that has
 /// gone (a quota raised) can take to be noticed.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// How long a Deployment we created stands in for the watch cache's copy. The watch brings it
-/// within milliseconds; if it never does (someone deleted it at once), the create is tried again
-/// after this.
+/// How long our own create or delete of a Deployment stands in for the watch cache's view of it.
+/// The watch brings it within milliseconds; if it never does (someone deleted what we created at
+/// once), the cache is believed again after this.
 pub const CREATED_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default)]
@@ -47,6 +47,8 @@ struct Entry {
     /// Deployments we created that the watch cache did not show yet: the API server's answer to
     /// the create, and when it came.
     created: Vec<(Arc<Deployment>, Instant)>,
+    /// The uids of Deployments we deleted that the watch cache still showed, and when.
+    deleted: Vec<(String, Instant)>,
 }
 
 impl Entry {
@@ -57,7 +59,17 @@ impl Entry {
             && self.arrived.is_none()
             && self.refusal.is_none()
             && self.created.is_empty()
+            && self.deleted.is_empty()
     }
+}
+
+/// Our own writes of a Deployer's Deployments that the watch cache does not show yet.
+#[derive(Debug, Default)]
+pub struct Unseen {
+    /// Deployments we created, as the API server answered.
+    pub created: Vec<Arc<Deployment>>,
+    /// The uids of Deployments we deleted.
+    pub deleted: Vec<String>,
 }
 
 /// Per-Deployer memory of one controller, by uid.
@@ -193,22 +205,25 @@ impl Memo {
         });
     }
 
-    /// The Deployments we created for `uid` that the watch cache does not show yet (`cached`
-    /// says which names it shows), as of `now`: a reconcile decides on them as on its own writes,
-    /// instead of creating them again. Those the cache shows, and those older than
-    /// [`CREATED_GRACE`], are forgotten.
-    pub fn unseen_creates(
-        &self,
-        uid: &str,
-        cached: impl Fn(&str) -> bool,
-        now: Instant,
-    ) -> Vec<Arc<Deployment>> {
+    /// We deleted the Deployment `deployment_uid` of `uid`.
+    pub fn deleted(&self, uid: &str, deployment_uid: String) {
+        self.with(|m| m.entry(uid.to_string()).or_default().deleted.push((deployment_uid, Instant::now())));
+    }
+
+    /// Our writes of `uid`'s Deployments that the watch cache (`cached`) does not show yet, as of
+    /// `now`: a reconcile decides on them as the API server answered, instead of creating again
+    /// what it created (a 409 and a GET) or deleting again what it deleted (a 404). Those the
+    /// cache has caught up with, and those older than [`CREATED_GRACE`], are forgotten.
+    pub fn unseen(&self, uid: &str, cached: &[Arc<Deployment>], now: Instant) -> Unseen {
         self.with(|m| {
-            let Some(e) = m.get_mut(uid) else { return Vec::new() };
-            e.created.retain(|(d, at)| {
-                !cached(&d.name_any()) && now.saturating_duration_since(*at) < CREATED_GRACE
-            });
-            let unseen = e.created.iter().map(|(d, _)| d.clone()).collect();
+            let Some(e) = m.get_mut(uid) else { return Unseen::default() };
+            let fresh = |at: &Instant| now.saturating_duration_since(*at) < CREATED_GRACE;
+            e.created.retain(|(d, at)| fresh(at) && !cached.iter().any(|c| c.name_any() == d.name_any()));
+            e.deleted.retain(|(gone, at)| fresh(at) && cached.iter().any(|c| c.uid().as_ref() == Some(gone)));
+            let unseen = Unseen {
+                created: e.created.iter().map(|(d, _)| d.clone()).collect(),
+                deleted: e.deleted.iter().map(|(gone, _)| gone.clone()).collect(),
+            };
             if e.is_empty() {
                 m.remove(uid);
             }
@@ -277,25 +292,38 @@ mod tests {
     }
 
     #[test]
-    fn a_created_deployment_stands_in_for_the_cache_until_it_shows_or_its_grace_ends() {
+    fn our_creates_and_deletes_stand_in_for_the_cache_until_it_shows_them_or_their_grace_ends() {
         let memo = Memo::default();
-        let named = |name: &str| {
+        let named = |name: &str, uid: &str| {
             let mut d = Deployment::default();
             d.metadata.name = Some(name.into());
-            d
+            d.metadata.uid = Some(uid.into());
+            Arc::new(d)
         };
+        let names = |u: Unseen| u.created.iter().map(|d| d.name_any()).collect::<Vec<_>>();
         let t0 = Instant::now();
-        memo.created("a", named("app-2.0.0"));
-        let names = |v: Vec<Arc<Deployment>>| v.iter().map(|d| d.name_any()).collect::<Vec<_>>();
-        assert_eq!(names(memo.unseen_creates("a", |_| false, t0)), ["app-2.0.0"]);
-        assert!(memo.unseen_creates("b", |_| false, t0).is_empty(), "another Deployer's");
+        let (stable, canary) = (named("app-1.0.0", "u1"), named("app-2.0.0", "u2"));
+        memo.created("a", (*canary).clone());
+        assert_eq!(names(memo.unseen("a", std::slice::from_ref(&stable), t0)), ["app-2.0.0"]);
+        assert!(memo.unseen("b", &[], t0).created.is_empty(), "another Deployer's");
         // The cache shows it: forgotten, and the entry goes.
-        assert!(memo.unseen_creates("a", |n| n == "app-2.0.0", t0).is_empty());
-        assert!(memo.unseen_creates("a", |_| false, t0).is_empty());
+        assert!(memo.unseen("a", &[stable.clone(), canary.clone()], t0).created.is_empty());
+        assert!(memo.unseen("a", std::slice::from_ref(&stable), t0).created.is_empty());
         assert_eq!(memo.len(), 0);
-        // Never shown: forgotten once its grace is over.
-        memo.created("a", named("app-3.0.0"));
-        assert!(memo.unseen_creates("a", |_| false, Instant::now() + CREATED_GRACE).is_empty());
+        // We deleted the stable; the cache still shows it, then no longer does.
+        memo.deleted("a", "u1".into());
+        assert_eq!(memo.unseen("a", &[stable.clone(), canary.clone()], t0).deleted, ["u1"]);
+        assert!(memo.unseen("a", std::slice::from_ref(&canary), t0).deleted.is_empty());
+        assert_eq!(memo.len(), 0);
+        // A Deployment of the same name but another uid (created again since) is not the deleted one.
+        memo.deleted("a", "u1".into());
+        assert!(memo.unseen("a", &[named("app-1.0.0", "u3")], t0).deleted.is_empty());
+        // Never shown: forgotten once the grace is over.
+        memo.created("a", (*named("app-3.0.0", "u4")).clone());
+        memo.deleted("a", "u2".into());
+        let late = Instant::now() + CREATED_GRACE;
+        let unseen = memo.unseen("a", &[canary], late);
+        assert!(unseen.created.is_empty() && unseen.deleted.is_empty());
         assert_eq!(memo.len(), 0);
     }
 

@@ -81,19 +81,28 @@ pub async fn status(
     }
 }
 
+/// The creates and deletes of Deployments the API server accepted, which the watch may not show
+/// yet.
+#[derive(Debug, Default)]
+pub struct Landed {
+    /// The API server's answers to our creates.
+    pub created: Vec<Deployment>,
+    /// The uids of the Deployments we deleted.
+    pub deleted: Vec<String>,
+}
+
 /// Makes the decision's Deployment moves: creates and resizes first, deletes after, each on what
-/// was observed of it (`owned`).
-/// The Deployments it creates go to `created` (the API server's answers), before the watch shows
-/// them.
+/// was observed of it (`owned`). What it created and deleted goes to `landed` (even when a later
+/// move fails).
 pub async fn act(
     api: &Api<Deployment>,
     dpl: &Deployer,
     owned: &[Arc<Deployment>],
     decision: &Decision,
-    created: &mut Vec<Deployment>,
+    landed: &mut Landed,
 ) -> Result<Acted> {
     for scale in &decision.apply {
-        let acted = apply(api, dpl, owned, scale, created).await?;
+        let acted = apply(api, dpl, owned, scale, &mut landed.created).await?;
         if acted != Acted::Done {
             return Ok(acted);
         }
@@ -108,7 +117,7 @@ pub async fn act(
             ..DeleteParams::default()
         };
         match api.delete(&name, &params).await {
-            Ok(_) => {}
+            Ok(_) => landed.deleted.extend(seen.uid()),
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(err) => return refusal("delete Deployment", api, &name, err),
         }
