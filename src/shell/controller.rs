@@ -105,7 +105,7 @@ pub async fn run(
         // controller (as the trigger that maps a Deployment to its owning Deployer).
         let (reader, writer) = reflector::store();
         let memo = Arc::new(Memo::default());
-        let ctx_memo = memo.clone();
+        memos.push(memo.clone());
         // The Deployers' watch and cache, without their managedFields and the copy of the spec
         // that a client-side `kubectl apply` leaves in an annotation (nothing here reads either).
         let (deployer_reader, deployer_writer) = reflector::store::<Deployer>();
@@ -178,7 +178,6 @@ pub async fn run(
             .with_config(controller::Config::default().concurrency(config.concurrency))
             .graceful_shutdown_on(shutdown.clone());
         deployer_stores.push(controller.store());
-        memos.push(ctx_memo);
         controllers.push(controller.run(reconcile, error_policy, ctx).for_each(|res| async move {
             match res {
                 Ok((obj, action)) => debug!(%obj, ?action, "reconciled"),
@@ -262,13 +261,7 @@ async fn reconcile(dpl: Arc<Deployer>, ctx: Arc<Context>) -> Result<Action> {
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &world.ns);
     let mut landed = writes::Landed::default();
     let acted = writes::act(&api, &world.dpl, &world.owned, &decision, &mut landed).await;
-    for mut d in landed.created {
-        resources::slim(&mut d);
-        ctx.memo.created(&world.uid, d);
-    }
-    for gone in landed.deleted {
-        ctx.memo.deleted(&world.uid, gone);
-    }
+    ctx.memo.landed(&world.uid, landed);
     let acted = acted?;
     settle(&ctx, &world, &decision, acted, Written { version, refused, outcomes: &outcomes }).await
 }

@@ -19,6 +19,7 @@ use std::{
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 
+use super::writes::Landed;
 use crate::api::DeployerStatus;
 
 /// The first retry after a failure, doubled per failure in a row up to [`MAX_BACKOFF`].
@@ -61,15 +62,6 @@ impl Entry {
             && self.created.is_empty()
             && self.deleted.is_empty()
     }
-}
-
-/// Our own writes of a Deployer's Deployments that the watch cache does not show yet.
-#[derive(Debug, Default)]
-pub struct Unseen {
-    /// Deployments we created, as the API server answered.
-    pub created: Vec<Arc<Deployment>>,
-    /// The uids of Deployments we deleted.
-    pub deleted: Vec<String>,
 }
 
 /// Per-Deployer memory of one controller, by uid.
@@ -196,31 +188,33 @@ impl Memo {
         self.with(|m| m.get(uid).and_then(|e| e.refusal.clone()))
     }
 
-    /// We created `deployment` for `uid` (the API server's answer).
-    pub fn created(&self, uid: &str, deployment: Deployment) {
+    /// Our creates and deletes of `uid`'s Deployments went through (`landed`).
+    pub fn landed(&self, uid: &str, landed: Landed) {
+        if landed.created.is_empty() && landed.deleted.is_empty() {
+            return;
+        }
+        let now = Instant::now();
         self.with(|m| {
             let e = m.entry(uid.to_string()).or_default();
-            e.created.retain(|(d, _)| d.name_any() != deployment.name_any());
-            e.created.push((Arc::new(deployment), Instant::now()));
+            for d in landed.created {
+                e.created.retain(|(c, _)| c.name_any() != d.name_any());
+                e.created.push((d, now));
+            }
+            e.deleted.extend(landed.deleted.into_iter().map(|gone| (gone, now)));
         });
-    }
-
-    /// We deleted the Deployment `deployment_uid` of `uid`.
-    pub fn deleted(&self, uid: &str, deployment_uid: String) {
-        self.with(|m| m.entry(uid.to_string()).or_default().deleted.push((deployment_uid, Instant::now())));
     }
 
     /// Our writes of `uid`'s Deployments that the watch cache (`cached`) does not show yet, as of
     /// `now`: a reconcile decides on them as the API server answered, instead of creating again
     /// what it created (a 409 and a GET) or deleting again what it deleted (a 404). Those the
     /// cache has caught up with, and those older than [`CREATED_GRACE`], are forgotten.
-    pub fn unseen(&self, uid: &str, cached: &[Arc<Deployment>], now: Instant) -> Unseen {
+    pub fn unseen(&self, uid: &str, cached: &[Arc<Deployment>], now: Instant) -> Landed {
         self.with(|m| {
-            let Some(e) = m.get_mut(uid) else { return Unseen::default() };
+            let Some(e) = m.get_mut(uid) else { return Landed::default() };
             let fresh = |at: &Instant| now.saturating_duration_since(*at) < CREATED_GRACE;
             e.created.retain(|(d, at)| fresh(at) && !cached.iter().any(|c| c.name_any() == d.name_any()));
             e.deleted.retain(|(gone, at)| fresh(at) && cached.iter().any(|c| c.uid().as_ref() == Some(gone)));
-            let unseen = Unseen {
+            let unseen = Landed {
                 created: e.created.iter().map(|(d, _)| d.clone()).collect(),
                 deleted: e.deleted.iter().map(|(gone, _)| gone.clone()).collect(),
             };
@@ -286,7 +280,7 @@ mod tests {
         // A fresh list that holds only `c`: `b` was deleted while the watch was away.
         memo.keep(|uid| uid == "c");
         assert!(memo.refusal("b").is_none() && memo.len() == 1);
-        memo.created("c", Deployment::default());
+        memo.landed("c", Landed { created: vec![Arc::new(Deployment::default())], deleted: vec![] });
         memo.forget("c");
         assert_eq!(memo.len(), 0, "a remembered create goes with its Deployer");
     }
@@ -300,10 +294,12 @@ mod tests {
             d.metadata.uid = Some(uid.into());
             Arc::new(d)
         };
-        let names = |u: Unseen| u.created.iter().map(|d| d.name_any()).collect::<Vec<_>>();
+        let names = |u: Landed| u.created.iter().map(|d| d.name_any()).collect::<Vec<_>>();
         let t0 = Instant::now();
         let (stable, canary) = (named("app-1.0.0", "u1"), named("app-2.0.0", "u2"));
-        memo.created("a", (*canary).clone());
+        let created = |d: &Arc<Deployment>| Landed { created: vec![d.clone()], deleted: vec![] };
+        let deleted = |uid: &str| Landed { created: vec![], deleted: vec![uid.to_string()] };
+        memo.landed("a", created(&canary));
         assert_eq!(names(memo.unseen("a", std::slice::from_ref(&stable), t0)), ["app-2.0.0"]);
         assert!(memo.unseen("b", &[], t0).created.is_empty(), "another Deployer's");
         // The cache shows it: forgotten, and the entry goes.
@@ -311,16 +307,16 @@ mod tests {
         assert!(memo.unseen("a", std::slice::from_ref(&stable), t0).created.is_empty());
         assert_eq!(memo.len(), 0);
         // We deleted the stable; the cache still shows it, then no longer does.
-        memo.deleted("a", "u1".into());
+        memo.landed("a", deleted("u1"));
         assert_eq!(memo.unseen("a", &[stable.clone(), canary.clone()], t0).deleted, ["u1"]);
         assert!(memo.unseen("a", std::slice::from_ref(&canary), t0).deleted.is_empty());
         assert_eq!(memo.len(), 0);
         // A Deployment of the same name but another uid (created again since) is not the deleted one.
-        memo.deleted("a", "u1".into());
+        memo.landed("a", deleted("u1"));
         assert!(memo.unseen("a", &[named("app-1.0.0", "u3")], t0).deleted.is_empty());
         // Never shown: forgotten once the grace is over.
-        memo.created("a", (*named("app-3.0.0", "u4")).clone());
-        memo.deleted("a", "u2".into());
+        memo.landed("a", created(&named("app-3.0.0", "u4")));
+        memo.landed("a", deleted("u2"));
         let late = Instant::now() + CREATED_GRACE;
         let unseen = memo.unseen("a", &[canary], late);
         assert!(unseen.created.is_empty() && unseen.deleted.is_empty());

@@ -81,12 +81,11 @@ pub async fn status(
     }
 }
 
-/// The creates and deletes of Deployments the API server accepted, which the watch may not show
-/// yet.
+/// Creates and deletes of Deployments the API server accepted, which the watch may not show yet.
 #[derive(Debug, Default)]
 pub struct Landed {
-    /// The API server's answers to our creates.
-    pub created: Vec<Deployment>,
+    /// The API server's answers to our creates, slimmed as the cache keeps them.
+    pub created: Vec<Arc<Deployment>>,
     /// The uids of the Deployments we deleted.
     pub deleted: Vec<String>,
 }
@@ -131,7 +130,7 @@ async fn apply(
     dpl: &Deployer,
     owned: &[Arc<Deployment>],
     scale: &Scale,
-    created: &mut Vec<Deployment>,
+    created: &mut Vec<Arc<Deployment>>,
 ) -> Result<Acted> {
     let mut desired = resources::deployment(dpl, &scale.version, scale.replicas)
         .ok_or_else(|| Error::MissingMetadata(dpl.name_any()))?;
@@ -142,8 +141,9 @@ async fn apply(
         // POST, not apply: an existing Deployment of that name is never taken over.
         let params = PostParams { field_manager: Some(MANAGER.into()), ..PostParams::default() };
         return match api.create(&params, &desired).await {
-            Ok(d) => {
-                created.push(d);
+            Ok(mut d) => {
+                resources::slim(&mut d);
+                created.push(Arc::new(d));
                 Ok(Acted::Done)
             }
             Err(kube::Error::Api(s)) if s.code == 409 => claim(api, dpl, &name, &scale.version).await,
