@@ -70,8 +70,9 @@ impl Calls {
     }
 
     /// `taken` were folded into a status that was written (or are no longer wanted): they leave
-    /// the mailbox. Mailboxes of Deployers for which `alive` says no go too.
-    pub fn taken(&self, uid: &str, taken: &[Outcome], alive: impl Fn(&str) -> bool) {
+    /// the mailbox. Once more than 64 Deployers have one, mailboxes of Deployers not in `alive()`
+    /// go too.
+    pub fn taken(&self, uid: &str, taken: &[Outcome], alive: impl FnOnce() -> HashSet<String>) {
         let mut mailbox = lock(&self.mailbox);
         if let Some(waiting) = mailbox.get_mut(uid) {
             waiting.retain(|o| !taken.contains(o));
@@ -80,7 +81,8 @@ impl Calls {
             }
         }
         if mailbox.len() > 64 {
-            mailbox.retain(|uid, _| alive(uid));
+            let alive = alive();
+            mailbox.retain(|uid, _| alive.contains(uid));
         }
     }
 
@@ -168,7 +170,7 @@ mod tests {
         let answers = calls.answers("uid-1");
         assert_eq!(answers.iter().map(|o| &o.answer).collect::<Vec<_>>(), [&Answer::Status(204)]);
         assert_eq!((hits.load(std::sync::atomic::Ordering::SeqCst), calls.out()), (1, 0));
-        calls.taken("uid-1", &answers, |_| true);
+        calls.taken("uid-1", &answers, HashSet::new);
         assert!(calls.answers("uid-1").is_empty());
     }
 }

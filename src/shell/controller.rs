@@ -158,11 +158,7 @@ pub async fn run(
                     watcher::Event::Delete(d) => d.uid().iter().for_each(|uid| memo.forget(uid)),
                     // A fresh list (start, or a watch that had to list again): what it lacks was
                     // deleted, whether or not its delete was seen.
-                    watcher::Event::InitDone => {
-                        let uids: std::collections::HashSet<String> =
-                            listed.state().iter().filter_map(|d| d.uid()).collect();
-                        memo.keep(|uid| uids.contains(uid));
-                    }
+                    watcher::Event::InitDone => memo.keep(&uids(&listed)),
                     _ => {}
                 }
             })
@@ -223,6 +219,11 @@ impl Drop for Reported<'_> {
         self.0.set_memos(Vec::new());
         self.0.set_leader(false);
     }
+}
+
+/// The uids of the Deployers in `store` (what exists, for pruning what is kept of the others).
+fn uids(store: &Store<Deployer>) -> std::collections::HashSet<String> {
+    store.state().iter().filter_map(|d| d.uid()).collect()
 }
 
 /// Fails with a clear message when the Deployer CRD is not installed.
@@ -439,8 +440,7 @@ async fn observe(ctx: &Context, dpl: Arc<Deployer>) -> Result<Observation> {
 /// the decision marked in flight go out — in the background: a reconcile never waits for a
 /// tenant's endpoint.
 fn call_checks(ctx: &Context, world: &World, decision: &Decision, taken: &[Outcome]) {
-    let live = ctx.deployers.state();
-    ctx.calls.taken(&world.uid, taken, |uid| live.iter().any(|d| d.uid().as_deref() == Some(uid)));
+    ctx.calls.taken(&world.uid, taken, || uids(&ctx.deployers));
     if !decision.calls.is_empty() {
         ctx.calls.launch(ObjectRef::from_obj(&*world.dpl), &world.uid, &decision.calls);
     }
@@ -528,9 +528,8 @@ async fn persist(
     let api: Api<Deployer> = Api::namespaced(ctx.client.clone(), &world.ns);
     let written = writes::status(&api, &world.name, version.as_deref(), before, &decision.status).await?;
     if let Some(version) = &written {
-        let live = ctx.deployers.state();
-        ctx.memo.wrote(&world.uid, version.clone(), decision.status.clone(), live.len(), |uid| {
-            live.iter().any(|d| d.uid().as_deref() == Some(uid))
+        ctx.memo.wrote(&world.uid, version.clone(), decision.status.clone(), ctx.deployers.len(), || {
+            uids(&ctx.deployers)
         });
     }
     Ok(written)

@@ -11,7 +11,7 @@
 //! map grows. Memory follows the number of Deployers, not their history.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -88,12 +88,13 @@ impl Memo {
         version: String,
         status: DeployerStatus,
         live: usize,
-        alive: impl Fn(&str) -> bool,
+        alive: impl FnOnce() -> HashSet<String>,
     ) {
         self.with(|m| {
             m.entry(uid.to_string()).or_default().written = Some((version, status));
             if m.len() > 2 * live + 64 {
-                m.retain(|uid, _| alive(uid));
+                let alive = alive();
+                m.retain(|uid, _| alive.contains(uid));
             }
         });
     }
@@ -103,9 +104,9 @@ impl Memo {
         self.with(|m| m.remove(uid));
     }
 
-    /// Keeps only the Deployers for which `alive` says yes (the watch listed them again).
-    pub fn keep(&self, alive: impl Fn(&str) -> bool) {
-        self.with(|m| m.retain(|uid, _| alive(uid)));
+    /// Keeps only the Deployers in `alive` (the watch listed them again).
+    pub fn keep(&self, alive: &HashSet<String>) {
+        self.with(|m| m.retain(|uid, _| alive.contains(uid)));
     }
 
     /// Forgets the status write to `uid` (the cache holds the latest object again).
@@ -255,8 +256,8 @@ mod tests {
         let memo = Memo::default();
         for i in 0..10_000 {
             // Each Deployer is written once and deleted at once: none stays alive.
-            memo.wrote(&format!("uid-{i}"), "1".into(), DeployerStatus::default(), 1, |uid| {
-                uid == "uid-9999"
+            memo.wrote(&format!("uid-{i}"), "1".into(), DeployerStatus::default(), 1, || {
+                HashSet::from(["uid-9999".to_string()])
             });
         }
         assert!(memo.len() <= 2 + 64 + 1, "{} entries for 1 live Deployer", memo.len());
@@ -270,7 +271,7 @@ mod tests {
     #[test]
     fn a_deleted_deployer_is_forgotten_whatever_it_left() {
         let memo = Memo::default();
-        memo.wrote("a", "1".into(), DeployerStatus::default(), 2, |_| true);
+        memo.wrote("a", "1".into(), DeployerStatus::default(), 2, || panic!("no prune below the bound"));
         memo.first_end_of("a", chrono::DateTime::UNIX_EPOCH);
         memo.arrived("a");
         memo.refused("b", "quota");
@@ -278,7 +279,7 @@ mod tests {
         memo.forget("a");
         assert!(memo.written("a").is_none() && memo.len() == 2);
         // A fresh list that holds only `c`: `b` was deleted while the watch was away.
-        memo.keep(|uid| uid == "c");
+        memo.keep(&HashSet::from(["c".to_string()]));
         assert!(memo.refusal("b").is_none() && memo.len() == 1);
         memo.landed("c", Landed { created: vec![Arc::new(Deployment::default())], deleted: vec![] });
         memo.forget("c");
