@@ -479,11 +479,7 @@ async fn granted_as(user: &str, ns: &str, expected: &Rules) -> Rules {
 /// Runs the pinned helm with its own config, cache and data directories under target/ and the
 /// tests' kubeconfig; panics unless it succeeds. Returns (stdout, stderr).
 fn helm(args: &[&str]) -> (String, String) {
-    let out = helm_output(args);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "helm {} failed ({}):\n{stdout}\n{stderr}", args.join(" "), out.status);
-    (stdout, stderr)
+    support::run_tool("helm", args)
 }
 
 fn helm_output(args: &[&str]) -> Output {

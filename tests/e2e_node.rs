@@ -72,20 +72,7 @@ fn archive_digest() -> String {
 }
 
 fn kubectl(args: &[&str]) -> String {
-    let out = Command::new(support::tool("kubectl"))
-        .args(args)
-        .env("KUBECONFIG", support::kubeconfig_path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running kubectl: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "kubectl {} failed: {stdout}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    support::run_tool("kubectl", args).0
 }
 
 async fn real_nodes(client: &Client) -> Vec<Node> {
@@ -714,15 +701,5 @@ impl Drop for Cleanup {
 /// Runs the pinned helm (tests/cluster/build.sh helm) with its own directories and the tests'
 /// kubeconfig, from the repository; panics unless it succeeds.
 fn helm(args: &[&str]) -> String {
-    let out =
-        support::tool_command("helm").args(args).output().unwrap_or_else(|e| panic!("running helm: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "helm {} failed ({}):\n{stdout}\n{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    support::run_tool("helm", args).0
 }

@@ -48,6 +48,16 @@ pub fn tool_command(name: &str) -> std::process::Command {
     command
 }
 
+/// Runs the pinned `name` with `args` (as [`tool_command`]); panics unless it succeeds. Returns
+/// (stdout, stderr).
+pub fn run_tool(name: &str, args: &[&str]) -> (String, String) {
+    let out = tool_command(name).args(args).output().unwrap_or_else(|e| panic!("running {name}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{name} {} failed ({}):\n{stdout}\n{stderr}", args.join(" "), out.status);
+    (stdout, stderr)
+}
+
 /// The pinned build of a tool the tests run: `kubectl`, `helm` or `prometheus`. The path comes from
 /// the environment variable of its name in capitals (`KUBECTL`, `HELM`, `PROMETHEUS`; the Makefile
 /// sets them), else it is the cache path `tests/cluster/build.sh` builds it into, at the version
