@@ -129,7 +129,7 @@ endif
 .PHONY: faults
 faults: ## Faults: the leader frozen past its lease (SIGSTOP), 40 hanging webhooks beside a plain rollout
 ifeq ($(CLUSTER),local)
-	@$(MAKE) --no-print-directory cluster-up
+	@$(MAKE) --no-print-directory cluster-up no-deployed-operator
 endif
 	@$(MAKE) --no-print-directory tools
 	cargo test --locked --test e2e_faults_slow -- --test-threads=1 --nocapture
